@@ -1,0 +1,29 @@
+"""Floors printed beside every model: the hole filled with the context's mean colour, and
+OpenCV's Telea inpainting. Both return filled images in [-1, 1], scored with `metrics`."""
+
+import cv2
+import jax.numpy as jnp
+import numpy as np
+
+
+def mean_fill(batch):
+  """Each image's hole filled with the mean colour of its visible pixels."""
+  keep = 1.0 - batch['mask']
+  mean = jnp.sum(batch['image'] * keep, axis=(1, 2), keepdims=True) / jnp.maximum(
+      jnp.sum(keep, axis=(1, 2), keepdims=True), 1.0)
+  return jnp.where(batch['mask'] > 0, mean, batch['image'])
+
+
+def telea(batch, radius: int = 5) -> np.ndarray:
+  """Each image's hole filled by `cv2.inpaint(..., cv2.INPAINT_TELEA)` on 8-bit pixels."""
+  images = np.asarray(batch['image'], np.float32)
+  holes = np.asarray(batch['mask'])[..., 0] > 0
+  out = np.empty_like(images)
+  for i, (img, hole) in enumerate(zip(images, holes)):
+    u8 = np.clip(np.rint((img + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    painted = cv2.inpaint(u8, hole.astype(np.uint8), radius, cv2.INPAINT_TELEA)
+    out[i] = np.where(hole[..., None], painted.astype(np.float32) / 127.5 - 1.0, img)
+  return out
+
+
+BASELINES = {'mean_fill': mean_fill, 'telea': telea}

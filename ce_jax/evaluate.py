@@ -1,0 +1,103 @@
+"""Scores a trained generator on a dataset split, beside the mean-fill and Telea baselines.
+
+  python -m ce_jax.evaluate --workdir=runs/demo [--step=latest|best|N] [--dataset=...] [--split=test]
+
+Restores the generator alone from the orbax checkpoint, paints the hole of every image of the
+split (the same masks every time: they come from a fixed key), and writes
+`WORKDIR/eval/step_N_SPLIT.json` and a PNG grid (original | masked | model | Telea).
+"""
+
+from pathlib import Path
+import sys
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ce_jax import baselines as baselines_lib
+from ce_jax import checkpoints, input_pipeline, metrics, sharding, steps, visualize
+
+EVAL_MASK_SEED = 1234  # masks of evaluation batch i come from fold_in(PRNGKey(this + seed), i)
+
+
+def evaluate(gen_variables, config, *, mesh=None, split: str = 'test', max_examples: int = -1,
+             baselines=(), grid_path=None, eval_step=None) -> dict:
+  """Mean per-image metrics of the model (and of each named baseline) over a split.
+
+  Returns {'model': {metric: value, 'images': n}, 'mean_fill': {...}, ..., 'skipped': k}.
+  """
+  mesh = mesh or sharding.data_mesh()
+  eval_step = eval_step or steps.make_eval_step(config)
+  dataset, skipped = input_pipeline.create_dataset(config, split, seed=config.seed, shuffle=False,
+                                                   repeat=False, augment=False)
+  key = jax.random.PRNGKey(EVAL_MASK_SEED + config.seed)
+  score = jax.jit(metrics.per_image)
+  averages = {name: metrics.Average() for name in ('model', *baselines)}
+  for i, batch in enumerate(input_pipeline.device_batches(dataset, config, mesh, key)):
+    filled, values = eval_step(gen_variables, batch)
+    valid = np.asarray(batch['valid'])
+    averages['model'].update(values, valid)
+    painted = {'model': filled}
+    for name in baselines:
+      painted[name] = jnp.asarray(baselines_lib.BASELINES[name](batch))
+      averages[name].update(score(painted[name], batch), valid)
+    if i == 0 and grid_path:
+      visualize.save_grid(grid_path, {'original': batch['image'], 'masked': batch['masked'],
+                                      **painted}, rows=config.grid_images)
+    if 0 < max_examples <= averages['model'].count:
+      break
+  return {name: avg.result() for name, avg in averages.items()} | {'skipped': skipped.count}
+
+
+def format_table(results: dict) -> str:
+  """Markdown table: one row per painter (model, baselines), one column per metric."""
+  rows = [k for k, v in results.items() if isinstance(v, dict)]
+  head = '| | ' + ' | '.join(metrics.NAMES) + ' | images |'
+  lines = [head, '|' + '---|' * (len(metrics.NAMES) + 2)]
+  for r in rows:
+    vals = ' | '.join(f'{results[r][m]:.4g}' for m in metrics.NAMES)
+    lines.append(f'| {r} | {vals} | {results[r]["images"]} |')
+  return '\n'.join(lines)
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Flags of this command (defined only when it runs, so modules import each other freely)."""
+  flags.DEFINE_string('workdir', None, 'Training run directory (holds checkpoints/).')
+  flags.DEFINE_string('step', 'latest', "Checkpoint: 'latest', 'best' or a step number.")
+  flags.DEFINE_string('dataset', None, 'Dataset to score on (default: the run\'s own).')
+  flags.DEFINE_string('data_dir', None, 'TFDS data_dir (default: the run\'s own).')
+  flags.DEFINE_enum('split', 'test', ['train', 'test'], 'Which split to score.')
+  flags.DEFINE_integer('max_examples', -1, 'Stop after at least this many images (-1 = all).')
+  flags.DEFINE_string('mask', None, 'Mask kind to score with (default: the run\'s own).')
+
+
+def main(argv):
+  del argv
+  if not FLAGS.workdir:
+    sys.exit('evaluate: --workdir is required (the directory a training run wrote).')
+  config, gen_variables, step = checkpoints.load_generator(FLAGS.workdir, FLAGS.step)
+  for field in ('dataset', 'data_dir'):
+    if FLAGS[field].value is not None:
+      config[field] = FLAGS[field].value
+  if FLAGS.mask:
+    config.mask.kind = FLAGS.mask
+  out = Path(FLAGS.workdir) / 'eval'
+  results = evaluate(gen_variables, config, split=FLAGS.split, max_examples=FLAGS.max_examples,
+                     baselines=tuple(baselines_lib.BASELINES),
+                     grid_path=out / f'step_{step}_{FLAGS.split}.png')
+  results |= {'step': step, 'split': FLAGS.split, 'dataset': config.dataset}
+  checkpoints.write_json(out / f'step_{step}_{FLAGS.split}.json', results)
+  print(f'{config.model}/{config.encoder} step {step}, {FLAGS.split} split of {config.dataset}:')
+  print(format_table(results))
+  if results['skipped']:
+    print(f'skipped {results["skipped"]} unreadable images')
+  print(f'wrote {out}/step_{step}_{FLAGS.split}.json and .png')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,167 @@
+"""Fills holes in your own photos, of any size and aspect ratio, with a trained model.
+
+  python -m ce_jax.inpaint --workdir=runs/demo --input=photo.jpg --output=out/ [--mask=center]
+  --mask=center        the centre of the photo, as large (relative to it) as in training
+  --mask=x,y,w,h       a rectangle in the photo's pixels
+  --mask=hole.png      white = hole; several separate holes are filled one after another
+
+Each hole is painted at the model's resolution: a square window around it, scaled so the hole
+fits the model's hole, goes through the generator, and the painted pixels are scaled back and
+pasted into the full-resolution photo. A narrow band around the hole is blended; every pixel
+farther out is left exactly as it was.
+"""
+
+from pathlib import Path
+import sys
+
+from absl import app, flags
+import cv2
+import jax
+import numpy as np
+from PIL import Image, ImageOps
+
+from ce_jax import checkpoints, masks, steps
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp', '.bmp')
+
+
+def hole_from_spec(spec: str, height: int, width: int, config) -> np.ndarray:
+  """The (H, W) bool hole of a photo from --mask: 'center', 'x,y,w,h' or a mask image path."""
+  if spec == 'center':  # as large, relative to the photo, as the model's hole (less 1 px a side)
+    paintable = config.hole_size - 2 * config.mask.overlap - 2
+    side = max(1, min(height, width) * paintable // config.image_size)
+    y, x = (height - side) // 2, (width - side) // 2
+    hole = np.zeros((height, width), bool)
+    hole[y:y + side, x:x + side] = True
+    return hole
+  if spec.count(',') == 3:
+    try:
+      x, y, w, h = (int(v) for v in spec.split(','))
+    except ValueError:
+      raise ValueError(f'--mask={spec!r}: a rectangle is four integers x,y,w,h.') from None
+    if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
+      raise ValueError(f'--mask={spec}: the rectangle leaves the {width}x{height} photo.')
+    hole = np.zeros((height, width), bool)
+    hole[y:y + h, x:x + w] = True
+    return hole
+  if not Path(spec).is_file():
+    raise ValueError(f"--mask={spec!r} is neither 'center', x,y,w,h nor an existing mask image.")
+  img = Image.open(spec).convert('L').resize((width, height), Image.NEAREST)
+  hole = np.asarray(img) > 127
+  if not hole.any():
+    raise ValueError(f'Mask {spec} has no white (hole) pixels.')
+  return hole
+
+
+def window_for(hole: np.ndarray, config) -> tuple[int, int, int]:
+  """(top, left, side) of the square photo window that the model sees for one hole.
+
+  Scaled so the hole spans the model's paintable area (hole_size - 2*overlap px at image_size),
+  which keeps the proportion of context to hole that the model was trained with.
+  """
+  height, width = hole.shape
+  ys, xs = np.nonzero(hole)
+  extent = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
+  paintable = config.hole_size - 2 * config.mask.overlap
+  side = int(np.ceil(extent * config.image_size / max(paintable - 2, 1)))  # 1 px spare a side
+  if side > min(height, width):
+    raise ValueError(
+        f'A hole of {extent} px needs a {side}x{side} px window of context, more than this '
+        f'{width}x{height} photo has; this model fills holes up to '
+        f'{min(height, width) * paintable // config.image_size} px here. Use a smaller hole.')
+  cy, cx = (ys.min() + ys.max() + 1) // 2, (xs.min() + xs.max() + 1) // 2
+  top = int(np.clip(cy - side // 2, 0, height - side))
+  left = int(np.clip(cx - side // 2, 0, width - side))
+  return top, left, side
+
+
+def fill_one(photo: np.ndarray, hole: np.ndarray, config, gen_variables, predict,
+             blend: int) -> np.ndarray:
+  """Paints one connected hole of a float [-1, 1] photo; returns the new photo."""
+  top, left, side = window_for(hole, config)
+  s = config.image_size
+  crop = photo[top:top + side, left:left + side]
+  crop_hole = hole[top:top + side, left:left + side]
+  small = cv2.resize(crop, (s, s), interpolation=cv2.INTER_AREA)
+  region = cv2.resize(crop_hole.astype(np.uint8), (s, s), interpolation=cv2.INTER_NEAREST)
+  region = np.maximum(region, cv2.resize(crop_hole.astype(np.uint8), (s, s),
+                                         interpolation=cv2.INTER_AREA) > 0)  # no hole pixel lost
+  box = masks.box_around(region, config.hole_size, config.mask.overlap)
+  batch = masks.assemble(small[None], region[None, ..., None].astype(np.float32),
+                         np.asarray(box)[None], config)
+  filled = np.asarray(predict(gen_variables, batch))[0]
+  painted = cv2.resize(filled, (side, side), interpolation=cv2.INTER_CUBIC)
+  # alpha: 1 in the hole, falling linearly to 0 over `blend` px outside it, 0 beyond.
+  distance = cv2.distanceTransform((~crop_hole).astype(np.uint8), cv2.DIST_L2, 5)
+  alpha = np.clip(1.0 - distance / (blend + 1.0), 0.0, 1.0)[..., None]
+  out = photo.copy()
+  out[top:top + side, left:left + side] = alpha * painted + (1.0 - alpha) * crop
+  return out
+
+
+def inpaint_photo(photo_u8: np.ndarray, hole: np.ndarray, config, gen_variables, predict=None,
+                  blend: int = 3) -> np.ndarray:
+  """Fills every connected hole of an (H, W, 3) uint8 photo; returns uint8 of the same size."""
+  predict = predict or steps.make_predict(config)
+  photo = photo_u8.astype(np.float32) / 127.5 - 1.0
+  n, labels = cv2.connectedComponents(hole.astype(np.uint8), connectivity=8)
+  for label in range(1, n):
+    photo = fill_one(photo, labels == label, config, gen_variables, predict, blend)
+  out = np.clip(np.rint((photo + 1.0) * 127.5), 0, 255).astype(np.uint8)
+  outside = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 5) > blend + 1
+  out[outside] = photo_u8[outside]  # exactly unchanged away from the holes
+  return out
+
+
+def read_photo(path: Path) -> np.ndarray:
+  try:
+    return np.asarray(ImageOps.exif_transpose(Image.open(path)).convert('RGB'))
+  except (OSError, ValueError) as e:
+    raise ValueError(f'Cannot read image {path}: {e}') from None
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Flags of this command (defined only when it runs, so modules import each other freely)."""
+  flags.DEFINE_string('workdir', None, 'Training run directory (holds checkpoints/).')
+  flags.DEFINE_string('step', 'latest', "Checkpoint: 'latest', 'best' or a step number.")
+  flags.DEFINE_string('input', None, 'A photo, or a folder of photos.')
+  flags.DEFINE_string('output', 'inpainted', 'Folder for the filled photos.')
+  flags.DEFINE_string('mask', 'center', "'center', 'x,y,w,h' or a mask image (white = hole).")
+  flags.DEFINE_integer('blend', 3, 'Width in photo pixels of the blended band around each hole.')
+
+
+def main(argv):
+  del argv
+  if not FLAGS.workdir or not FLAGS.input:
+    sys.exit('inpaint: --workdir and --input are required.')
+  try:
+    config, gen_variables, step = checkpoints.load_generator(FLAGS.workdir, FLAGS.step)
+    src = Path(FLAGS.input)
+    if src.is_dir():
+      files = sorted(p for p in src.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
+    elif src.is_file():
+      files = [src]
+    else:
+      raise ValueError(f'--input={src} does not exist.')
+    if not files:
+      raise ValueError(f'No images ({", ".join(IMAGE_SUFFIXES)}) under {src}.')
+    out_dir = Path(FLAGS.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predict = steps.make_predict(config)
+    for path in files:
+      photo = read_photo(path)
+      hole = hole_from_spec(FLAGS.mask, *photo.shape[:2], config)
+      result = inpaint_photo(photo, hole, config, gen_variables, predict, FLAGS.blend)
+      target = out_dir / f'{path.stem}_filled.png'
+      Image.fromarray(result).save(target)
+      print(f'{path} -> {target}')
+  except ValueError as e:
+    sys.exit(f'inpaint: {e}')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

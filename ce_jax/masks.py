@@ -1,0 +1,178 @@
+"""Holes: where they are, how they are filled, and how a predicted patch goes back in.
+
+Every mask is a square *patch box* of side `hole_size` (what the decoder paints) at a top-left
+corner `box = (y, x)`, and inside it a *region* (the pixels actually missing from the input):
+
+* ``center``   the box in the middle of the image; region = box shrunk by `overlap` px a side
+               (the original release: 4 px of context inside the predicted patch).
+* ``block``    the same shape at a random position.
+* ``freeform`` a random position, and a region made of thick random strokes inside the box.
+* ``file``     a user's mask image (white = hole), placed on the box around its bounding box.
+
+Masking runs in JAX, on the accelerator, on a batch of images that tf.data decoded and cropped:
+the pipeline (``input_pipeline``), the evaluator and the inpainting command all call `make_batch`,
+so there is one implementation of each mask, reproducible from a PRNG key.
+"""
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+KINDS = ('center', 'block', 'freeform', 'file')
+
+
+def center_box(image_size: int, hole_size: int) -> tuple[int, int]:
+  """Top-left corner of the centred patch box."""
+  o = (image_size - hole_size) // 2
+  return o, o
+
+
+def box_region(hole_size: int, overlap: int) -> jnp.ndarray:
+  """(hole, hole) float mask of a box shrunk by `overlap` pixels on each side."""
+  r = jnp.arange(hole_size)
+  inside = (r >= overlap) & (r < hole_size - overlap)
+  return (inside[:, None] & inside[None, :]).astype(jnp.float32)
+
+
+def freeform_region(key, hole_size: int, overlap: int, max_strokes: int, max_vertices: int,
+                    max_radius: float) -> jnp.ndarray:
+  """(hole, hole) float mask of 1..max_strokes random thick polylines, `overlap` px from the edge."""
+  k_n, k_v, k_r = jax.random.split(key, 3)
+  radius_hi = max(1.0, min(max_radius * hole_size, (hole_size - 1 - 2 * overlap) / 2))
+  radius = jax.random.uniform(k_r, (max_strokes, 1), minval=1.0, maxval=radius_hi)
+  lo = overlap + radius_hi
+  hi = max(lo, hole_size - 1 - overlap - radius_hi)
+  vertices = jax.random.uniform(k_v, (max_strokes, max_vertices, 2), minval=lo, maxval=hi)
+  n_strokes = jax.random.randint(k_n, (), 1, max_strokes + 1)
+  a, b = vertices[:, :-1], vertices[:, 1:]  # segments (S, V-1, 2)
+  yy, xx = jnp.meshgrid(jnp.arange(hole_size), jnp.arange(hole_size), indexing='ij')
+  p = jnp.stack([yy, xx], -1).reshape(-1, 1, 1, 2).astype(jnp.float32)  # (P, 1, 1, 2)
+  ab = b - a
+  t = jnp.clip(jnp.sum((p - a) * ab, -1) / jnp.maximum(jnp.sum(ab * ab, -1), 1e-6), 0.0, 1.0)
+  dist = jnp.linalg.norm(p - (a + t[..., None] * ab), axis=-1)  # (P, S, V-1)
+  covered = (dist <= radius).any(-1) & (jnp.arange(max_strokes) < n_strokes)  # (P, S)
+  region = covered.any(-1).reshape(hole_size, hole_size).astype(jnp.float32)
+  return region * box_region(hole_size, overlap)  # never into the overlap border
+
+
+def load_mask_file(path: str, image_size: int) -> np.ndarray:
+  """Reads a mask image (white or non-zero = hole) and resizes it to (image_size, image_size)."""
+  try:
+    img = Image.open(path).convert('L')
+  except (OSError, ValueError) as e:
+    raise ValueError(f'Cannot read mask file {path!r} ({e}); give a PNG with white where the hole is.')
+  img = img.resize((image_size, image_size), Image.NEAREST)
+  mask = (np.asarray(img) > 127).astype(np.float32)
+  if not mask.any():
+    raise ValueError(f'Mask file {path!r} has no white (hole) pixels; paint the hole white.')
+  return mask
+
+
+def box_around(region: np.ndarray, hole_size: int, overlap: int = 0) -> tuple[int, int]:
+  """Top-left of the patch box centred on a full-image `region`'s bounding box.
+
+  Raises ValueError when the region does not fit in one box (the model cannot paint it).
+  """
+  ys, xs = np.nonzero(region)
+  h, w = region.shape
+  inner = hole_size - 2 * overlap
+  if ys.max() - ys.min() + 1 > inner or xs.max() - xs.min() + 1 > inner:
+    raise ValueError(
+        f'The hole spans {ys.max() - ys.min() + 1}x{xs.max() - xs.min() + 1} px at the model\'s '
+        f'resolution, more than the {inner}x{inner} px this model paints; use a smaller hole or '
+        f'a model with a larger hole_size.')
+  cy, cx = (ys.min() + ys.max() + 1) // 2, (xs.min() + xs.max() + 1) // 2
+  y = int(np.clip(cy - hole_size // 2, 0, h - hole_size))
+  x = int(np.clip(cx - hole_size // 2, 0, w - hole_size))
+  return y, x
+
+
+def place(region_in_box: jnp.ndarray, box, image_size: int) -> jnp.ndarray:
+  """Writes a (hole, hole) region into an all-zero (image, image) canvas at `box`."""
+  canvas = jnp.zeros((image_size, image_size), region_in_box.dtype)
+  return jax.lax.dynamic_update_slice(canvas, region_in_box, tuple(box))
+
+
+def sample(key, batch_size: int, mask_cfg, image_size: int, hole_size: int, file_mask=None):
+  """Draws `batch_size` masks of `mask_cfg.kind`.
+
+  Returns (region, box): region (B, H, W, 1) float32 with 1 where pixels are missing, and
+  box (B, 2) int32, the patch box's top-left corner.
+  """
+  kind, overlap = mask_cfg.kind, mask_cfg.overlap
+  if kind not in KINDS:
+    raise ValueError(f'Unknown mask kind {kind!r}; choose one of: {", ".join(KINDS)}.')
+  if not 0 <= 2 * overlap < hole_size:
+    raise ValueError(f'mask.overlap={overlap} leaves no hole in a {hole_size}px patch; '
+                     f'use 0 <= overlap < {hole_size // 2}.')
+  k_box, k_shape = jax.random.split(key)
+  if kind == 'file':
+    if file_mask is None:
+      file_mask = load_mask_file(mask_cfg.file, image_size)
+    box = jnp.asarray(box_around(file_mask, hole_size, overlap), jnp.int32)
+    region = jnp.broadcast_to(jnp.asarray(file_mask), (batch_size, image_size, image_size))
+    return region[..., None], jnp.broadcast_to(box, (batch_size, 2))
+  if kind == 'center':
+    box = jnp.broadcast_to(jnp.asarray(center_box(image_size, hole_size), jnp.int32), (batch_size, 2))
+  else:
+    box = jax.random.randint(k_box, (batch_size, 2), 0, image_size - hole_size + 1)
+  if kind == 'freeform':
+    keys = jax.random.split(k_shape, batch_size)
+    inner = jax.vmap(lambda k: freeform_region(
+        k, hole_size, overlap, mask_cfg.max_strokes, mask_cfg.max_vertices, mask_cfg.max_radius))(keys)
+  else:
+    inner = jnp.broadcast_to(box_region(hole_size, overlap), (batch_size, hole_size, hole_size))
+  region = jax.vmap(place, in_axes=(0, 0, None))(inner, box, image_size)
+  return region[..., None], box
+
+
+def fill_hole(images, region, fill: Sequence[float]):
+  """The encoder's input: `images` with the missing `region` set to the constant `fill` colour."""
+  return jnp.where(region > 0, jnp.asarray(fill, images.dtype), images)
+
+
+def crop(images, box, hole_size: int):
+  """(B, hole, hole, C) patches of `images` at each example's `box`."""
+  def one(img, b):
+    return jax.lax.dynamic_slice(img, (b[0], b[1], 0), (hole_size, hole_size, img.shape[-1]))
+  return jax.vmap(one)(images, box)
+
+
+def paste(images, patches, box, region):
+  """`images` with the missing `region` replaced by the predicted `patches` placed at `box`."""
+  def one(img, p, b):
+    return jax.lax.dynamic_update_slice(img, p.astype(img.dtype), (b[0], b[1], 0))
+  canvas = jax.vmap(one)(images, patches, box)
+  return jnp.where(region > 0, canvas, images)
+
+
+def make_batch(images, key, config, file_mask=None) -> dict:
+  """Masks a batch of images in [-1, 1], (B, H, W, 3), with masks drawn from `key`."""
+  region, box = sample(key, images.shape[0], config.mask, images.shape[1], config.hole_size,
+                       file_mask)
+  return assemble(images, region, box, config)
+
+
+def assemble(images, region, box, config) -> dict:
+  """The batch the networks consume, from images, their missing `region` and patch `box`:
+
+    image  (B, H, W, 3)       the whole image
+    masked (B, H, W, 3)       the encoder's input: the hole filled with `config.fill`
+    mask   (B, H, W, 1)       1 where pixels are missing
+    box    (B, 2) int32       top-left of the patch box
+    target (B, h, h, 3)       the true patch the decoder must paint
+    patch_mask (B, h, h, 1)   `mask` cropped to the patch box
+  """
+  region = jnp.asarray(region, images.dtype)
+  box = jnp.asarray(box, jnp.int32)
+  return {
+      'image': images,
+      'masked': fill_hole(images, region, config.fill),
+      'mask': region,
+      'box': box,
+      'target': crop(images, box, config.hole_size),
+      'patch_mask': crop(region, box, config.hole_size),
+  }

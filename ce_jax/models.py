@@ -1,0 +1,311 @@
+"""Context-encoder networks in Flax linen: encoders, the bottleneck, the decoder, VAE, GAN.
+
+Every encoder maps an (S, S, 3) image to a 4x4x(8*width) feature map for S in {32, 64, 128, 256}
+(the number of stride-2 stages follows from S); the bottleneck flattens it to N numbers; the one
+decoder paints the (hole, hole, 3) patch with tanh. Convolutions followed by BatchNorm carry no
+bias, and weights start from N(0, 0.02), BatchNorm scales from N(1, 0.02), as the original release.
+
+    generator, discriminator = models.create(config)   # discriminator is None for the VAE
+    variables = generator.init({'params': key}, masked_images)
+    patch, extras = generator.apply(variables, masked_images)          # eval: z = mu for the VAE
+"""
+
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ENCODERS = ('pathak', 'alexnet', 'vgg', 'resnet')
+MODELS = ('vae', 'gan')
+IMAGE_SIZES = (32, 64, 128, 256)
+
+weight_init = nn.initializers.normal(stddev=0.02)
+
+
+def bn_scale_init(key, shape, dtype=jnp.float32):
+  return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def stage_widths(num_stages: int, width: int, num_top: int = 1) -> list[int]:
+  """Channels of each stride-2 stage, doubling up to 8*width for the last `num_top` stages.
+
+  pathak at 128 px (5 stages): 64-64-128-256-512, as the original; vgg (num_top=2): 64-128-256-512-512.
+  """
+  top = num_stages - num_top
+  return [width * 2 ** int(np.clip(3 - (top - i), 0, 3)) for i in range(num_stages)]
+
+
+def _log2(n: int, what: str) -> int:
+  k = int(round(math.log2(n))) if n > 0 else -1
+  if n <= 0 or 2 ** k != n:
+    raise ValueError(f'{what}={n} must be a power of two.')
+  return k
+
+
+class _Layers(nn.Module):
+  """Shared conv / norm factories: one place for init, dtype and cross-device BatchNorm."""
+  train: bool = False
+  axis_name: str | None = None
+  dtype: jnp.dtype = jnp.float32
+
+  def conv(self, features, kernel, stride=1, bias=False, padding='SAME', name=None):
+    return nn.Conv(features, (kernel, kernel), (stride, stride), padding=padding, use_bias=bias,
+                   kernel_init=weight_init, dtype=self.dtype, name=name)
+
+  def norm(self, name=None):
+    return nn.BatchNorm(use_running_average=not self.train, momentum=0.9, epsilon=1e-5,
+                        scale_init=bn_scale_init, axis_name=self.axis_name, dtype=self.dtype,
+                        name=name)
+
+
+def subpixel_kernel(kernel):
+  """(4, 4, I, O) stride-2 transposed-conv kernel -> (3, 3, I, 4*O) ordinary conv kernel.
+
+  A 4x4 stride-2 padding-1 transposed convolution computes each output phase (a, b) of the
+  2x-upsampled map from a 2x2 input neighbourhood; all four phases fit in one 3x3 'SAME' conv
+  whose outputs are then interleaved by depth-to-space. Tap (phase a, offset j) -> kernel row
+  `_TAPS[a][j]`, where row 4 is zero.
+  """
+  _TAPS = np.array([[3, 1, 4], [4, 2, 0]])  # [phase][offset -1, 0, +1]
+  k5 = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+  g = k5[_TAPS[:, :, None, None], _TAPS[None, None, :, :]]  # (ay, jy, ax, jx, I, O)
+  i, o = kernel.shape[2:]
+  return g.transpose(1, 3, 4, 0, 2, 5).reshape(3, 3, i, 4 * o)
+
+
+class UpConv(nn.Module):
+  """4x4 stride-2 transposed convolution (Torch's SpatialFullConvolution(4, 4, 2, 2, 1, 1)).
+
+  impl='subpixel' runs it as a 3x3 convolution plus depth-to-space, which XLA's CPU backend runs
+  10x faster than a dilated-input convolution; impl='transpose' uses lax.conv_transpose. Both
+  share the same (4, 4, in, out) kernel, so checkpoints move freely between them.
+  """
+  features: int
+  use_bias: bool = False
+  impl: str = 'subpixel'
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', weight_init, (4, 4, x.shape[-1], self.features), jnp.float32)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    dn = ('NHWC', 'HWIO', 'NHWC')
+    if self.impl == 'transpose':
+      # A transposed conv correlates the 2x-dilated input with the spatially flipped kernel.
+      y = jax.lax.conv_transpose(x, kernel[::-1, ::-1], (2, 2), ((2, 2), (2, 2)),
+                                 dimension_numbers=dn)
+    elif self.impl == 'subpixel':
+      y = jax.lax.conv_general_dilated(x, subpixel_kernel(kernel), (1, 1), ((1, 1), (1, 1)),
+                                       dimension_numbers=dn)
+      b, h, w, _ = y.shape
+      y = y.reshape(b, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
+      y = y.reshape(b, 2 * h, 2 * w, self.features)
+    else:
+      raise ValueError(f"Unknown upconv {self.impl!r}; use 'subpixel' or 'transpose'.")
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32).astype(y.dtype)
+    return y
+
+
+class PathakEncoder(_Layers):
+  """The original: 4x4 stride-2 convs, LeakyReLU 0.2, BatchNorm on all but the first."""
+  width: int = 64
+
+  @nn.compact
+  def __call__(self, x):
+    n = _log2(x.shape[1], 'image_size') - 2
+    for i, c in enumerate(stage_widths(n, self.width)):
+      x = self.conv(c, 4, 2, bias=i == 0)(x)
+      x = x if i == 0 else self.norm()(x)
+      x = nn.leaky_relu(x, 0.2)
+    return x
+
+
+class AlexNetEncoder(_Layers):
+  """AlexNet-flavoured: 11x11 stride-4 stem, 5x5 / 3x3 stride-2 convs, then 3x3 to 8*width.
+
+  At 256 px: six conv-BN-LeakyReLU sets, 96-256-384-384-256-512 channels (the report's encoder).
+  """
+  width: int = 64
+
+  @nn.compact
+  def __call__(self, x):
+    n = _log2(x.shape[1], 'image_size') - 4  # stride-2 stages after the stride-4 stem
+    if n < 1:
+      raise ValueError('The alexnet encoder needs image_size >= 32.')
+    x = nn.leaky_relu(self.conv(self.width * 3 // 2, 11, 4, bias=True)(x), 0.2)
+    alexnet = (4, 6, 6, 4)  # conv2..conv5 widths of AlexNet, in units of width / 64 * 64
+    for i in range(n):
+      x = self.conv(self.width * alexnet[i % 4], 5 if i == 0 else 3, 2)(x)
+      x = nn.leaky_relu(self.norm()(x), 0.2)
+    x = self.conv(self.width * 8, 3)(x)
+    return nn.leaky_relu(self.norm()(x), 0.2)
+
+
+class VGGEncoder(_Layers):
+  """VGG-flavoured: blocks of 3x3 convs (2, then 3 from 256 channels), the last of each stride 2."""
+  width: int = 64
+
+  @nn.compact
+  def __call__(self, x):
+    n = _log2(x.shape[1], 'image_size') - 2
+    first = True
+    for c in stage_widths(n, self.width, num_top=2):
+      reps = 2 if c < 4 * self.width else 3
+      for r in range(reps):
+        x = self.conv(c, 3, 2 if r == reps - 1 else 1, bias=first)(x)
+        x = x if first else self.norm()(x)
+        x = nn.leaky_relu(x, 0.2)
+        first = False
+    return x
+
+
+class BasicBlock(_Layers):
+  """ResNet basic block: two 3x3 convs with BatchNorm, projected shortcut when the shape changes."""
+  features: int = 64
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.relu(self.norm()(self.conv(self.features, 3, self.stride)(x)))
+    y = self.norm()(self.conv(self.features, 3)(y))
+    if x.shape != y.shape:
+      x = self.norm()(self.conv(self.features, 1, self.stride)(x))
+    return nn.relu(x + y)
+
+
+class ResNetEncoder(_Layers):
+  """ResNet-18-flavoured: 7x7 stride-2 stem, then stages of two basic blocks, each stage stride 2."""
+  width: int = 64
+
+  @nn.compact
+  def __call__(self, x):
+    n = _log2(x.shape[1], 'image_size') - 3
+    x = nn.relu(self.norm()(self.conv(self.width, 7, 2)(x)))
+    block = functools.partial(BasicBlock, train=self.train, axis_name=self.axis_name, dtype=self.dtype)
+    for c in stage_widths(n, self.width):
+      x = block(features=c, stride=2)(x)
+      x = block(features=c, stride=1)(x)
+    return x
+
+
+ENCODER_CLASSES = {'pathak': PathakEncoder, 'alexnet': AlexNetEncoder, 'vgg': VGGEncoder,
+                   'resnet': ResNetEncoder}
+
+
+class Decoder(_Layers):
+  """1x1xN code -> 4x4x(8*width) -> 4x4 stride-2 up-convs with BN + ReLU -> (hole, hole, 3), tanh."""
+  width: int = 64
+  hole_size: int = 64
+  upconv: str = 'subpixel'
+
+  @nn.compact
+  def __call__(self, z):
+    top = 8 * self.width
+    x = nn.Dense(16 * top, use_bias=False, kernel_init=weight_init, dtype=self.dtype)(z)
+    x = nn.relu(self.norm()(x.reshape(-1, 4, 4, top)))
+    n = _log2(self.hole_size, 'hole_size') - 2
+    for i in range(n):
+      last = i == n - 1
+      c = 3 if last else max(self.width, top // 2 ** (i + 1))
+      x = UpConv(c, use_bias=last, impl=self.upconv, dtype=self.dtype)(x)
+      x = jnp.tanh(x) if last else nn.relu(self.norm()(x))
+    return x.astype(jnp.float32)
+
+
+class ContextEncoder(_Layers):
+  """The generator: masked image -> encoder -> bottleneck -> decoder -> patch.
+
+  model='gan': the bottleneck is Dense + BN + LeakyReLU to N (the original's 4x4 valid conv).
+  model='vae': two Dense heads give mu and log-variance; z = mu + sigma * eps with eps drawn from
+  `key` (one key, or one per example: then an example's noise does not depend on how the batch
+  is split across devices), or z = mu when no key is given (deterministic evaluation).
+  Returns (patch, extras) with extras = {'mu', 'logvar'} for the VAE and {} for the GAN.
+  """
+  model: str = 'gan'
+  encoder: str = 'pathak'
+  bottleneck: int = 4000
+  width: int = 64
+  hole_size: int = 64
+  upconv: str = 'subpixel'
+
+  @nn.compact
+  def __call__(self, x, key=None):
+    common = dict(train=self.train, axis_name=self.axis_name, dtype=self.dtype)
+    h = ENCODER_CLASSES[self.encoder](width=self.width, name='encoder', **common)(x)
+    h = h.reshape(h.shape[0], -1)
+    dense = functools.partial(nn.Dense, self.bottleneck, kernel_init=weight_init, dtype=self.dtype)
+    extras = {}
+    if self.model == 'gan':
+      z = nn.leaky_relu(self.norm(name='bottleneck_bn')(dense(use_bias=False, name='bottleneck')(h)), 0.2)
+    else:
+      mu = dense(name='mu')(h).astype(jnp.float32)
+      logvar = dense(name='logvar')(h).astype(jnp.float32)
+      z = mu
+      if key is not None:
+        if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+          key = jax.random.wrap_key_data(key)  # raw uint32 keys
+        if key.ndim == 0:
+          eps = jax.random.normal(key, mu.shape, mu.dtype)
+        else:
+          eps = jax.vmap(lambda k: jax.random.normal(k, mu.shape[1:], mu.dtype))(key)
+        z = mu + jnp.exp(0.5 * logvar) * eps
+      extras = {'mu': mu, 'logvar': logvar}
+    patch = Decoder(width=self.width, hole_size=self.hole_size, upconv=self.upconv, name='decoder',
+                    **common)(z)
+    return patch, extras
+
+
+class Discriminator(_Layers):
+  """DCGAN discriminator on the patch: 4x4 stride-2 convs (BN on all but the first), one logit."""
+  width: int = 64
+
+  @nn.compact
+  def __call__(self, patch):
+    x = patch.astype(self.dtype)
+    n = _log2(patch.shape[1], 'hole_size') - 2
+    for i in range(n):
+      x = self.conv(self.width * 2 ** min(i, 3), 4, 2, bias=i == 0)(x)
+      x = x if i == 0 else self.norm()(x)
+      x = nn.leaky_relu(x, 0.2)
+    x = nn.Dense(1, kernel_init=weight_init, dtype=self.dtype)(x.reshape(x.shape[0], -1))
+    return x[:, 0].astype(jnp.float32)
+
+
+def validate(config) -> None:
+  """One-line errors for configurations the networks cannot build."""
+  if config.model not in MODELS:
+    raise ValueError(f'Unknown model {config.model!r}; choose one of: {", ".join(MODELS)}.')
+  if config.encoder not in ENCODERS:
+    raise ValueError(f'Unknown encoder {config.encoder!r}; choose one of: {", ".join(ENCODERS)}.')
+  if config.image_size not in IMAGE_SIZES:
+    raise ValueError(f'image_size={config.image_size} is not supported; choose one of '
+                     f'{", ".join(map(str, IMAGE_SIZES))}.')
+  _log2(config.hole_size, 'hole_size')
+  if not 8 <= config.hole_size <= config.image_size:
+    raise ValueError(f'hole_size={config.hole_size} must be between 8 and image_size='
+                     f'{config.image_size}.')
+  if config.bottleneck < 1:
+    raise ValueError(f'bottleneck={config.bottleneck} must be a positive number of units.')
+  if config.upconv not in ('subpixel', 'transpose'):
+    raise ValueError(f"upconv={config.upconv!r}: use 'subpixel' or 'transpose'.")
+  if config.dtype not in ('float32', 'bfloat16'):
+    raise ValueError(f"dtype={config.dtype!r}: use 'float32' or 'bfloat16'.")
+
+
+def create(config, *, train: bool = False, axis_name: str | None = None):
+  """Returns (generator, discriminator) modules for `config`; the discriminator is None for a VAE.
+
+  train=True makes BatchNorm use (and update) batch statistics; axis_name averages them across
+  devices inside `shard_map`.
+  """
+  validate(config)
+  common = dict(train=train, axis_name=axis_name, dtype=jnp.dtype(config.dtype))
+  generator = ContextEncoder(model=config.model, encoder=config.encoder,
+                             bottleneck=config.bottleneck, width=config.gen_width,
+                             hole_size=config.hole_size, upconv=config.upconv, **common)
+  discriminator = Discriminator(width=config.disc_width, **common) if config.model == 'gan' else None
+  return generator, discriminator
