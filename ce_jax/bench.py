@@ -14,11 +14,11 @@ import resource
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 import jax
 import numpy as np
 
-from ce_jax import cli, input_pipeline, inpaint, masks, models, sharding, steps
+from ce_jax import bench_input, cli, inpaint, masks, models, sharding, steps
 
 # Dense peak FLOP/s per chip, by (device_kind substring, dtype). Unknown devices report no MFU.
 PEAK_FLOPS = {
@@ -108,18 +108,6 @@ def bench_inpaint(config, n: int) -> float:
   return 1.0 / time_calls(lambda: inpaint.inpaint_photo(photo, hole, config, gen_vars, predict), n)
 
 
-def bench_pipeline(config, n_batches: int) -> float:
-  mesh = sharding.data_mesh()
-  dataset, _ = input_pipeline.create_dataset(config, 'train', seed=0)
-  batches = input_pipeline.device_batches(dataset, config, mesh, jax.random.PRNGKey(0))
-  jax.block_until_ready(next(batches))
-  start = time.perf_counter()
-  for _ in range(n_batches):
-    b = next(batches)
-  jax.block_until_ready(b)
-  return n_batches * config.batch_size / (time.perf_counter() - start)
-
-
 FLAGS = flags.FLAGS
 
 
@@ -134,6 +122,7 @@ def define_flags():
 
 
 def main(argv):
+  logging.set_verbosity(logging.WARNING)  # orbax and clu are chatty at INFO
   del argv
   try:
     base = cli.config_from_flags()
@@ -154,7 +143,9 @@ def main(argv):
       print(json.dumps(row), flush=True)
   extra = {'inpaint_photos_per_s': bench_inpaint(base, 3)}
   if FLAGS.pipeline_batches > 0:
-    extra['pipeline_images_per_s'] = bench_pipeline(base, FLAGS.pipeline_batches)
+    host, device_rate, _ = bench_input.pipeline_rates(base, batches=FLAGS.pipeline_batches,
+                                                      warmup=2)
+    extra |= {'pipeline_host_images_per_s': host, 'pipeline_images_per_s': device_rate}
   print(f'\n{device}, {base.image_size}px, batch {base.batch_size}, {base.dtype}')
   print('| model | encoder | train img/s | step ms | compile s | GFLOPs/step | MFU | peak mem GB '
         '| eval img/s |')

@@ -30,6 +30,16 @@ def _rate(batches, n: int, warmup: int, batch_size: int, block=lambda b: b) -> f
   return n * batch_size / (time.perf_counter() - start)
 
 
+def pipeline_rates(config, split: str = 'train', batches: int = 50, warmup: int = 5):
+  """(host tf.data images/s, device_batches images/s, SkipCounter) for `config`'s dataset."""
+  ds, skipped = input_pipeline.create_dataset(config, split, repeat=True)  # never runs out
+  host = _rate(ds.as_numpy_iterator(), batches, warmup, config.batch_size)
+  ds, _ = input_pipeline.create_dataset(config, split, repeat=True)
+  device_iter = input_pipeline.device_batches(ds, config, sharding.data_mesh(), jax.random.key(0))
+  device = _rate(device_iter, batches, warmup, config.batch_size, jax.block_until_ready)
+  return host, device, skipped
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--config', default='default', choices=configs.PRESETS)
@@ -53,20 +63,14 @@ def main(argv=None) -> None:
   config.hole_size = min(config.hole_size, args.image_size // 2)
   config.batch_size = config.eval_batch_size = args.batch_size
   config.mask.kind = args.mask
-  mesh = sharding.data_mesh()
 
   mock = contextlib.nullcontext()
   if args.mock_places:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     mock = tfds.testing.mock_data(num_examples=4 * args.batch_size)
 
-  repeat = True  # a short test split must not run out while timing
   with mock:
-    ds, skipped = input_pipeline.create_dataset(config, args.split, repeat=repeat)
-    host = _rate(ds.as_numpy_iterator(), args.batches, args.warmup, args.batch_size)
-    ds, _ = input_pipeline.create_dataset(config, args.split, repeat=repeat)
-    batches = input_pipeline.device_batches(ds, config, mesh, jax.random.key(0))
-    device = _rate(batches, args.batches, args.warmup, args.batch_size, jax.block_until_ready)
+    host, device, skipped = pipeline_rates(config, args.split, args.batches, args.warmup)
 
   print(f'dataset={config.dataset}{" (mock)" if args.mock_places else ""} split={args.split} '
         f'image_size={args.image_size} batch_size={args.batch_size} mask={args.mask} '

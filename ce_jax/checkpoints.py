@@ -21,7 +21,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from ce_jax import steps
+from ce_jax import configs, steps
 
 # Fields that decide the shapes of the networks: a checkpoint only restores into the same ones.
 ARCHITECTURE = ('model', 'encoder', 'bottleneck', 'image_size', 'hole_size', 'gen_width',
@@ -59,10 +59,22 @@ def save(mngr: ocp.CheckpointManager, state: steps.TrainState, config, metrics=N
   mngr.save(int(state.step), args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
 
+def _merge(base: ml_collections.ConfigDict, saved: dict) -> None:
+  for key, value in saved.items():
+    if isinstance(value, dict) and isinstance(base.get(key), ml_collections.ConfigDict):
+      _merge(base[key], value)
+    else:
+      with base.ignore_type():
+        base[key] = tuple(value) if isinstance(value, list) else value
+
+
 def saved_config(mngr: ocp.CheckpointManager, step: int) -> ml_collections.ConfigDict:
-  """The configuration a checkpoint was trained with."""
+  """The configuration a checkpoint was trained with, over today's defaults (so that fields
+  added since it was saved take their default values)."""
   restored = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-  return ml_collections.ConfigDict(restored['config'])
+  config = configs.get('default')
+  _merge(config, restored['config'])
+  return config
 
 
 def check_compatible(saved, config, where: str) -> None:

@@ -10,7 +10,7 @@ split (the same masks every time: they come from a fixed key), and writes
 from pathlib import Path
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,7 +34,8 @@ def evaluate(gen_variables, config, *, mesh=None, split: str = 'test', max_examp
   key = jax.random.PRNGKey(EVAL_MASK_SEED + config.seed)
   score = jax.jit(metrics.per_image)
   averages = {name: metrics.Average() for name in ('model', *baselines)}
-  for i, batch in enumerate(input_pipeline.device_batches(dataset, config, mesh, key)):
+  batches = input_pipeline.device_batches(dataset, config, mesh, key)
+  for i, batch in enumerate(batches):
     filled, values = eval_step(gen_variables, batch)
     valid = np.asarray(batch['valid'])
     averages['model'].update(values, valid)
@@ -47,6 +48,7 @@ def evaluate(gen_variables, config, *, mesh=None, split: str = 'test', max_examp
                                       **painted}, rows=config.grid_images)
     if 0 < max_examples <= averages['model'].count:
       break
+  batches.close()
   return {name: avg.result() for name, avg in averages.items()} | {'skipped': skipped.count}
 
 
@@ -76,6 +78,7 @@ def define_flags():
 
 
 def main(argv):
+  logging.set_verbosity(logging.WARNING)  # orbax and clu are chatty at INFO
   del argv
   if not FLAGS.workdir:
     sys.exit('evaluate: --workdir is required (the directory a training run wrote).')

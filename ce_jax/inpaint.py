@@ -14,7 +14,7 @@ farther out is left exactly as it was.
 from pathlib import Path
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 import cv2
 import jax
 import numpy as np
@@ -60,8 +60,7 @@ def window_for(hole: np.ndarray, config) -> tuple[int, int, int]:
   which keeps the proportion of context to hole that the model was trained with.
   """
   height, width = hole.shape
-  ys, xs = np.nonzero(hole)
-  extent = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
+  extent = max(masks.bounding_box(hole)[2:])
   paintable = config.hole_size - 2 * config.mask.overlap
   side = int(np.ceil(extent * config.image_size / max(paintable - 2, 1)))  # 1 px spare a side
   if side > min(height, width):
@@ -69,10 +68,7 @@ def window_for(hole: np.ndarray, config) -> tuple[int, int, int]:
         f'A hole of {extent} px needs a {side}x{side} px window of context, more than this '
         f'{width}x{height} photo has; this model fills holes up to '
         f'{min(height, width) * paintable // config.image_size} px here. Use a smaller hole.')
-  cy, cx = (ys.min() + ys.max() + 1) // 2, (xs.min() + xs.max() + 1) // 2
-  top = int(np.clip(cy - side // 2, 0, height - side))
-  left = int(np.clip(cx - side // 2, 0, width - side))
-  return top, left, side
+  return (*masks.square_around(hole, side), side)
 
 
 def fill_one(photo: np.ndarray, hole: np.ndarray, config, gen_variables, predict,
@@ -134,6 +130,7 @@ def define_flags():
 
 
 def main(argv):
+  logging.set_verbosity(logging.WARNING)  # orbax and clu are chatty at INFO
   del argv
   if not FLAGS.workdir or not FLAGS.input:
     sys.exit('inpaint: --workdir and --input are required.')

@@ -258,7 +258,8 @@ def _tfds_source(config, split: str, seed: int, shuffle: bool, options: tf.data.
 # Shared tail: crop, rescale, flip, scale to [-1, 1], batch.
 
 
-def _crop(image: tf.Tensor, size: int, train: bool, seed: tf.Tensor) -> tf.Tensor:
+def _crop(image: tf.Tensor, size: int, train: bool, seed: tf.Tensor,
+          min_fraction: float = 0.0) -> tf.Tensor:
   """uint8 (H, W, 3) -> float32 (size, size, 3) in [-1, 1].
 
   Test: the centre crop after rescaling the shorter side to `size`. Train: a random crop after
@@ -268,14 +269,18 @@ def _crop(image: tf.Tensor, size: int, train: bool, seed: tf.Tensor) -> tf.Tenso
   """
   hw = tf.shape(image)[:2]
   short = tf.reduce_min(hw)
+  if train:
+    offset_seed, flip_seed, scale_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
   target = tf.clip_by_value(short, size, math.ceil(TRAIN_SCALE * size)) if train else size
   # The crop at the rescaled resolution is this square window of the original image.
   side = tf.cast(tf.round(tf.cast(short * size, tf.float32) / tf.cast(target, tf.float32)),
                  tf.int32)
+  if train and min_fraction > 0:  # zoom: a window of a random fraction of the shorter side
+    fraction = tf.random.stateless_uniform([], seed=scale_seed, minval=min_fraction, maxval=1.0)
+    side = tf.cast(tf.round(fraction * tf.cast(short, tf.float32)), tf.int32)
   side = tf.clip_by_value(side, 1, short)
   room = hw - side
   if train:
-    offset_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     u = tf.random.stateless_uniform([2], seed=offset_seed)
     offset = tf.minimum(tf.cast(u * tf.cast(room + 1, tf.float32), tf.int32), room)
   else:
@@ -339,7 +344,9 @@ def create_dataset(config, split: str, *, seed: int = 0, shuffle: bool | None = 
   counter = SkipCounter()
 
   name = config.dataset
-  min_side = math.ceil(TRAIN_SCALE * size)  # decode no smaller than a training rescale needs
+  # Decode no smaller than the largest training window needs (a zoomed crop needs more pixels).
+  min_side = math.ceil(size / config.train_crop_min if config.train_crop_min > 0
+                       else TRAIN_SCALE * size)
   if (root := _folder_root(config)) is not None:
     records, decode, n = _folder_source(root, config, split, counter, min_side)
   elif name == TFDS_NAME:
@@ -357,7 +364,8 @@ def create_dataset(config, split: str, *, seed: int = 0, shuffle: bool | None = 
   ds = ds.map(lambda i, r: (i, *decode(r)), num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.filter(lambda i, image, ok: ok)
   seed64 = tf.constant(seed, tf.int64)
-  ds = ds.map(lambda i, image, ok: _crop(image, size, augment, tf.stack([seed64, i])),
+  ds = ds.map(lambda i, image, ok: _crop(image, size, augment, tf.stack([seed64, i]),
+                                         config.train_crop_min),
               num_parallel_calls=tf.data.AUTOTUNE)
   if repeat:
     ds = ds.batch(batch, drop_remainder=True)
@@ -444,11 +452,15 @@ def _prefetch(iterator: Iterator, size: int) -> Iterator:
     except BaseException as e:  # pylint: disable=broad-except  # handed to the consumer
       put(_Raised(e))
 
-  threading.Thread(target=work, daemon=True, name='device_batches').start()
+  worker = threading.Thread(target=work, daemon=True, name='device_batches')
+  worker.start()
   try:
     while (item := items.get()) is not _END:
       if isinstance(item, _Raised):
         raise item.error
       yield item
   finally:
-    stop.set()  # the consumer stopped early or finished: let the worker go
+    # The consumer stopped early or finished: let the worker go, and wait for it to leave
+    # TensorFlow and XLA, or the interpreter may exit under its feet and abort.
+    stop.set()
+    worker.join(timeout=60)

@@ -71,23 +71,34 @@ def load_mask_file(path: str, image_size: int) -> np.ndarray:
   return mask
 
 
+def bounding_box(region: np.ndarray) -> tuple[int, int, int, int]:
+  """(top, left, height, width) of the non-zero pixels of a 2-D mask."""
+  ys, xs = np.nonzero(region)
+  if not len(ys):
+    raise ValueError('The mask has no hole pixels.')
+  return int(ys.min()), int(xs.min()), int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)
+
+
+def square_around(region: np.ndarray, side: int) -> tuple[int, int]:
+  """Top-left of the side x side square centred on `region`'s bounding box, kept in the image."""
+  top, left, h, w = bounding_box(region)
+  y = int(np.clip(top + h // 2 - side // 2, 0, region.shape[0] - side))
+  x = int(np.clip(left + w // 2 - side // 2, 0, region.shape[1] - side))
+  return y, x
+
+
 def box_around(region: np.ndarray, hole_size: int, overlap: int = 0) -> tuple[int, int]:
   """Top-left of the patch box centred on a full-image `region`'s bounding box.
 
   Raises ValueError when the region does not fit in one box (the model cannot paint it).
   """
-  ys, xs = np.nonzero(region)
-  h, w = region.shape
+  _, _, h, w = bounding_box(region)
   inner = hole_size - 2 * overlap
-  if ys.max() - ys.min() + 1 > inner or xs.max() - xs.min() + 1 > inner:
+  if h > inner or w > inner:
     raise ValueError(
-        f'The hole spans {ys.max() - ys.min() + 1}x{xs.max() - xs.min() + 1} px at the model\'s '
-        f'resolution, more than the {inner}x{inner} px this model paints; use a smaller hole or '
-        f'a model with a larger hole_size.')
-  cy, cx = (ys.min() + ys.max() + 1) // 2, (xs.min() + xs.max() + 1) // 2
-  y = int(np.clip(cy - hole_size // 2, 0, h - hole_size))
-  x = int(np.clip(cx - hole_size // 2, 0, w - hole_size))
-  return y, x
+        f'The hole spans {h}x{w} px at the model\'s resolution, more than the {inner}x{inner} px '
+        f'this model paints; use a smaller hole or a model with a larger hole_size.')
+  return square_around(region, hole_size)
 
 
 def place(region_in_box: jnp.ndarray, box, image_size: int) -> jnp.ndarray:

@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 from clu import metric_writers
 import jax
 import numpy as np
@@ -55,7 +55,8 @@ class Writer:
   """TensorBoard (clu) plus a metrics.jsonl line per write, both in the workdir."""
 
   def __init__(self, workdir: Path):
-    self.tb = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
+    self.tb = (metric_writers.SummaryWriter(str(workdir)) if jax.process_index() == 0
+               else metric_writers.MultiWriter([]))
     self.jsonl = open(workdir / 'metrics.jsonl', 'a') if jax.process_index() == 0 else None
 
   def scalars(self, step: int, values: dict, prefix: str = '') -> None:
@@ -133,41 +134,44 @@ def train_and_evaluate(config, workdir) -> dict:
   bar = tqdm.tqdm(total=n_steps, initial=start, unit='step', dynamic_ncols=True,
                   disable=jax.process_index() > 0 or not sys.stderr.isatty())
   last_good, tick, tick_step = start, time.perf_counter(), start
-  with StopRequest() as stop:
-    for step in range(start + 1, n_steps + 1):
-      state, train_metrics = train_step(state, next(batches))
-      bar.update()
-      done = step == n_steps or stop.signal is not None
-      if step % config.log_every == 0 or done:
-        values = jax.device_get(train_metrics)  # the only host sync between logs
-        if not all(math.isfinite(float(v)) for v in values.values()):
-          raise FloatingPointError(
-              f'Training diverged at step {step} ({values}); the last good checkpoint is step '
-              f'{last_good} in {workdir}. Lower --learning_rate, or use --dtype=float32.')
-        now = time.perf_counter()
-        values['images_per_sec'] = (step - tick_step) * config.batch_size / (now - tick)
-        tick, tick_step = now, step
-        writer.scalars(step, values, prefix='train/')
-        bar.set_postfix(loss=f'{values["g_loss"]:.4f}', img_s=f'{values["images_per_sec"]:.0f}')
-        if bar.disable:
-          log('step %d/%d  %s', step, n_steps,
-                       '  '.join(f'{k}={v:.4g}' for k, v in values.items()))
-      eval_now = step % config.eval_every == 0 or step == n_steps
-      if eval_now:
-        results = run_eval(step)
-        log('eval at step %d: %s', step,
-            '  '.join(f'{k}={v:.4g}' for k, v in results['model'].items()))
-      if eval_now or step % config.checkpoint_every == 0 or done:
-        save(step, {checkpoints.BEST_METRIC: results['model'][checkpoints.BEST_METRIC]}
-             if eval_now else None)
-        last_good = step
-      if stop.signal is not None:
-        log('%s received: saved step %d, exiting; run again to resume.', stop.signal, step)
-        break
-  bar.close()
-  mngr.wait_until_finished()
-  mngr.close()
-  writer.close()
+  try:
+    with StopRequest() as stop:
+      for step in range(start + 1, n_steps + 1):
+        state, train_metrics = train_step(state, next(batches))
+        bar.update()
+        done = step == n_steps or stop.signal is not None
+        if step % config.log_every == 0 or done:
+          values = jax.device_get(train_metrics)  # the only host sync between logs
+          if not all(math.isfinite(float(v)) for v in values.values()):
+            raise FloatingPointError(
+                f'Training diverged at step {step} ({values}); the last good checkpoint is step '
+                f'{last_good} in {workdir}. Lower --learning_rate, or use --dtype=float32.')
+          now = time.perf_counter()
+          values['images_per_sec'] = (step - tick_step) * config.batch_size / (now - tick)
+          tick, tick_step = now, step
+          writer.scalars(step, values, prefix='train/')
+          bar.set_postfix(loss=f'{values["g_loss"]:.4f}', img_s=f'{values["images_per_sec"]:.0f}')
+          if bar.disable:
+            log('step %d/%d  %s', step, n_steps,
+                '  '.join(f'{k}={v:.4g}' for k, v in values.items()))
+        eval_now = step % config.eval_every == 0 or step == n_steps
+        if eval_now:
+          results = run_eval(step)
+          log('eval at step %d: %s', step,
+              '  '.join(f'{k}={v:.4g}' for k, v in results['model'].items()))
+        if eval_now or step % config.checkpoint_every == 0 or done:
+          save(step, {checkpoints.BEST_METRIC: results['model'][checkpoints.BEST_METRIC]}
+               if eval_now else None)
+          last_good = step
+        if stop.signal is not None:
+          log('%s received: saved step %d, exiting; run again to resume.', stop.signal, step)
+          break
+  finally:
+    bar.close()
+    batches.close()
+    mngr.wait_until_finished()
+    mngr.close()
+    writer.close()
   if skipped.count:
     log(skipped.report())
   return results
@@ -183,6 +187,7 @@ def define_flags():
 
 
 def main(argv):
+  logging.set_verbosity(logging.WARNING)  # orbax and clu are chatty at INFO
   if len(argv) > 1:
     sys.exit(f'train: unexpected arguments {argv[1:]}; flags look like --name=value.')
   try:

@@ -121,11 +121,12 @@ def test_reconstruction_loss_falls(trained):
   config, workdir, results = trained
   rec = [r['train/rec_loss'] for r in read_jsonl(workdir) if 'train/rec_loss' in r]
   assert len(rec) == 10
-  # At step 10 the painted patch is still near the flat fill colour; by step 100 the tiny model
-  # paints the patch's colours and coarse layout, which halves the overlap-weighted L2.
+  # Steps 10-20 paint a near-constant patch (the decoder has not yet learnt the colour scale);
+  # by steps 90-100 the tiny model paints each patch's colours and coarse layout. Halving the
+  # overlap-weighted L2 is far beyond the batch-to-batch noise of these means (about 10 %), and
+  # a step that did not train (frozen weights, a sign error) cannot reach it.
   assert np.mean(rec[-2:]) < 0.5 * np.mean(rec[:2]), rec
-  # ... and it beats the flat mean-colour fill on held-out photos.
-  assert results['model']['report_loss'] > 0
+  assert np.isfinite(results['model']['report_loss'])
   assert (Path(workdir) / 'grids' / 'step_100.png').is_file()
 
 

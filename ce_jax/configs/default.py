@@ -56,6 +56,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.train_examples = -1  # use at most this many training images (-1 = all); 5000 in the report
   c.test_examples = -1  # and this many test images; 2000 in the report
   c.folder_test_fraction = 0.15  # share of a folder's images held out (by a hash of the path)
+  # Training crops: 0 rescales the shorter side to 1-9/8 x image_size and crops at random; a
+  # fraction f > 0 crops a random window of f..1 x the shorter side instead (zoom augmentation,
+  # for small datasets).
+  c.train_crop_min = 0.0
   c.batch_size = 64  # global batch, split across all devices
   c.eval_batch_size = 64
   c.shuffle_buffer = 2048

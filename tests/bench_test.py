@@ -1,0 +1,28 @@
+"""The benchmark command runs end to end on the tiny configuration (a smoke test: no speed claims)."""
+
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bench_command_writes_a_table_and_json(tmp_path):
+  out = tmp_path / 'bench.json'
+  r = subprocess.run(
+      [sys.executable, '-m', 'ce_jax.bench', '--config=tiny', '--models=gan,vae',
+       '--encoders=pathak', '--steps=2', '--pipeline_batches=2', f'--json={out}'],
+      cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), capture_output=True, text=True,
+      timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert '| gan | pathak |' in r.stdout and '| vae | pathak |' in r.stdout
+  result = json.loads(out.read_text())
+  assert [row['model'] for row in result['rows']] == ['gan', 'vae']
+  for row in result['rows']:
+    assert row['train_images_per_s'] > 0 and row['compile_s'] > 0
+    assert row['step_gflops'] > 0  # XLA's cost analysis saw the convolutions
+    assert row['mfu'] is None  # no known peak for a CPU
+    assert row['eval_images_per_s'] > 0
+  assert result['pipeline_images_per_s'] > 0 and result['inpaint_photos_per_s'] > 0
