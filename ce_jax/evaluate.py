@@ -28,6 +28,7 @@ def evaluate(gen_variables, config, *, mesh=None, split: str = 'test', max_examp
   Returns {'model': {metric: value, 'images': n}, 'mean_fill': {...}, ..., 'skipped': k}.
   """
   mesh = mesh or sharding.data_mesh()
+  gen_variables = jax.device_put(gen_variables, sharding.replicated(mesh))  # beside the batches
   eval_step = eval_step or steps.make_eval_step(config)
   dataset, skipped = input_pipeline.create_dataset(config, split, seed=config.seed, shuffle=False,
                                                    repeat=False, augment=False)
