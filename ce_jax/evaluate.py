@@ -21,6 +21,15 @@ from ce_jax import checkpoints, input_pipeline, metrics, sharding, steps, visual
 EVAL_MASK_SEED = 1234  # masks of evaluation batch i come from fold_in(PRNGKey(this + seed), i)
 
 
+def eval_batches(config, mesh, split: str = 'test'):
+  """A split's device batches as every evaluation sees them: fixed order, centre crops, and the
+  masks of a fixed key, so that scores and grids of different models compare image for image."""
+  dataset, skipped = input_pipeline.create_dataset(config, split, seed=config.seed, shuffle=False,
+                                                   repeat=False, augment=False)
+  key = jax.random.PRNGKey(EVAL_MASK_SEED + config.seed)
+  return input_pipeline.device_batches(dataset, config, mesh, key), skipped
+
+
 def evaluate(gen_variables, config, *, mesh=None, split: str = 'test', max_examples: int = -1,
              baselines=(), grid_path=None, eval_step=None) -> dict:
   """Mean per-image metrics of the model (and of each named baseline) over a split.
@@ -30,12 +39,9 @@ def evaluate(gen_variables, config, *, mesh=None, split: str = 'test', max_examp
   mesh = mesh or sharding.data_mesh()
   gen_variables = jax.device_put(gen_variables, sharding.replicated(mesh))  # beside the batches
   eval_step = eval_step or steps.make_eval_step(config)
-  dataset, skipped = input_pipeline.create_dataset(config, split, seed=config.seed, shuffle=False,
-                                                   repeat=False, augment=False)
-  key = jax.random.PRNGKey(EVAL_MASK_SEED + config.seed)
+  batches, skipped = eval_batches(config, mesh, split)
   score = jax.jit(metrics.per_image)
   averages = {name: metrics.Average() for name in ('model', *baselines)}
-  batches = input_pipeline.device_batches(dataset, config, mesh, key)
   for i, batch in enumerate(batches):
     filled, values = eval_step(gen_variables, batch)
     valid = np.asarray(batch['valid'])

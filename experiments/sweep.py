@@ -256,16 +256,8 @@ def _write_json(path, obj) -> None:
 # Test batches: the images and masks of `ce_jax.evaluate`, in its order.
 
 
-def test_batches(config, mesh):
-  """The test split's device batches, masked as `evaluate.evaluate` masks them."""
-  dataset, _ = input_pipeline.create_dataset(config, 'test', seed=config.seed, shuffle=False,
-                                             repeat=False, augment=False)
-  key = jax.random.PRNGKey(evaluate.EVAL_MASK_SEED + config.seed)
-  return input_pipeline.device_batches(dataset, config, mesh, key)
-
-
 def first_test_batch(config, mesh) -> dict:
-  batches = test_batches(config, mesh)
+  batches, _ = evaluate.eval_batches(config, mesh)
   batch = next(batches)
   batches.close()
   return batch
@@ -599,7 +591,7 @@ def run_figures(protocol: str, root, *, dataset: str | None = None, data_dir: st
   k = config.grid_images
   keep = None  # the k best and k worst images so far: {'score', 'index', images and losses}
   seen = 0
-  for batch in test_batches(config, mesh):
+  for batch in evaluate.eval_batches(config, mesh)[0]:
     valid = np.asarray(batch['valid']) > 0
     found = {'original': visualize.to_uint8(batch['image'])[valid],
              'index': np.arange(seen, seen + valid.sum())}
