@@ -139,7 +139,8 @@ def train_and_evaluate(config, workdir) -> dict:
       for step in range(start + 1, n_steps + 1):
         state, train_metrics = train_step(state, next(batches))
         bar.update()
-        done = step == n_steps or stop.signal is not None
+        stopping = stop.signal is not None  # read once: a signal arriving later waits a step
+        done = step == n_steps or stopping
         if step % config.log_every == 0 or done:
           values = jax.device_get(train_metrics)  # the only host sync between logs
           if not all(math.isfinite(float(v)) for v in values.values()):
@@ -163,7 +164,7 @@ def train_and_evaluate(config, workdir) -> dict:
           save(step, {checkpoints.BEST_METRIC: results['model'][checkpoints.BEST_METRIC]}
                if eval_now else None)
           last_good = step
-        if stop.signal is not None:
+        if stopping:
           log('%s received: saved step %d, exiting; run again to resume.', stop.signal, step)
           break
   finally:
