@@ -263,7 +263,8 @@ def _crop(image: tf.Tensor, size: int, train: bool, seed: tf.Tensor,
   """uint8 (H, W, 3) -> float32 (size, size, 3) in [-1, 1].
 
   Test: the centre crop after rescaling the shorter side to `size`. Train: a random crop after
-  rescaling the shorter side to within [size, TRAIN_SCALE * size], and a random flip (stateless,
+  rescaling the shorter side to within [size, TRAIN_SCALE * size] (or, with `min_fraction` > 0,
+  a random window of min_fraction..1 x the shorter side), and a random flip (stateless,
   from `seed`, so that a run is reproducible). Both cut the crop's window from the original and
   resize only the window: the same pixels for less work, whatever the image's aspect ratio.
   """
@@ -271,14 +272,13 @@ def _crop(image: tf.Tensor, size: int, train: bool, seed: tf.Tensor,
   short = tf.reduce_min(hw)
   if train:
     offset_seed, flip_seed, scale_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-  target = tf.clip_by_value(short, size, math.ceil(TRAIN_SCALE * size)) if train else size
-  # The crop at the rescaled resolution is this square window of the original image.
-  side = tf.cast(tf.round(tf.cast(short * size, tf.float32) / tf.cast(target, tf.float32)),
-                 tf.int32)
   if train and min_fraction > 0:  # zoom: a window of a random fraction of the shorter side
     fraction = tf.random.stateless_uniform([], seed=scale_seed, minval=min_fraction, maxval=1.0)
-    side = tf.cast(tf.round(fraction * tf.cast(short, tf.float32)), tf.int32)
-  side = tf.clip_by_value(side, 1, short)
+  else:  # the window that becomes `size` px once the shorter side is rescaled to `target`
+    target = tf.clip_by_value(short, size, math.ceil(TRAIN_SCALE * size)) if train else size
+    fraction = size / tf.cast(target, tf.float32)
+  side = tf.clip_by_value(tf.cast(tf.round(fraction * tf.cast(short, tf.float32)), tf.int32),
+                          1, short)
   room = hw - side
   if train:
     u = tf.random.stateless_uniform([2], seed=offset_seed)
