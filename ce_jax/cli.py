@@ -21,16 +21,17 @@ OVERRIDES = {
     'adv_weight': 'loss.adv_weight', 'kl_weight': 'loss.kl_weight', 'dataset': 'dataset',
     'data_dir': 'data_dir', 'train_examples': 'train_examples', 'test_examples': 'test_examples',
     'seed': 'seed', 'dtype': 'dtype', 'mask': 'mask.kind', 'mask_file': 'mask.file',
-    'overlap': 'mask.overlap', 'upconv': 'upconv', 'log_every': 'log_every',
+    'overlap': 'mask.overlap', 'conv_impl': 'conv_impl', 'log_every': 'log_every',
     'eval_every': 'eval_every', 'checkpoint_every': 'checkpoint_every',
 }
 _HELP = {
     'model': 'vae | gan', 'encoder': 'pathak | alexnet | vgg | resnet',
     'bottleneck': 'code size N (500 / 2000 / 4000 in the report)',
     'dataset': 'samples | places365_small | folder:PATH', 'dtype': 'float32 | bfloat16 compute',
-    'mask': 'center | block | freeform | file', 'upconv': 'subpixel | transpose',
+    'mask': 'center | block | freeform | file', 'conv_impl': 'phase | xla (4x4 stride-2 convolutions)',
 }
-_STR_FIELDS = ('model', 'encoder', 'dataset', 'data_dir', 'dtype', 'mask', 'mask_file', 'upconv')
+_STR_FIELDS = ('model', 'encoder', 'dataset', 'data_dir', 'dtype', 'mask', 'mask_file',
+               'conv_impl')
 _FLOAT_FIELDS = ('learning_rate', 'gen_lr_mult', 'rec_weight', 'adv_weight', 'kl_weight')
 
 

@@ -1,8 +1,10 @@
 """Training state and the pure, jitted, data-parallel steps: one GAN step, one VAE step, predict.
 
 A step is written for one device's shard of the batch and mapped over the `data` mesh axis with
-`jax.shard_map`; gradients, BatchNorm statistics (BatchNorm's `axis_name`) and metrics are
-averaged across it with `lax.pmean`, so every device ends the step holding the same state —
+`jax.shard_map`. Each loss is the mean over the global batch (`lax.pmean` of the shard's loss),
+so its gradient with respect to the replicated parameters — which shard_map's autodiff sums
+over devices — is the global batch's gradient, whatever the number of devices. BatchNorm
+averages its statistics over `data` too, so every device ends the step holding the same state:
 the program `pmap` used to run, on a mesh that can span hosts.
 """
 
@@ -103,20 +105,20 @@ def gan_step(state: TrainState, batch, *, config):
   def disc_loss_fn(params):
     real, stats = disc_apply(params, state.disc.batch_stats, batch['target'])
     fake, stats = disc_apply(params, stats, jax.lax.stop_gradient(pred))
-    return losses.discriminator_loss(real, fake), (stats, real, fake)
+    return jax.lax.pmean(losses.discriminator_loss(real, fake), DATA), (stats, real, fake)
 
   (d_loss, (d_stats, real, fake)), d_grads = jax.value_and_grad(disc_loss_fn, has_aux=True)(
       state.disc.params)
-  new_disc = _update(state.disc, jax.lax.pmean(d_grads, DATA), d_stats, tx_disc)
+  new_disc = _update(state.disc, d_grads, d_stats, tx_disc)
 
   def gen_loss_fn(patch):
     fake_logits, stats = disc_apply(new_disc.params, new_disc.batch_stats, patch)
     total, parts = losses.gan_generator_loss(patch, fake_logits, batch, config)
-    return total, (stats, parts)
+    return jax.lax.pmean(total, DATA), (stats, parts)
 
   (g_loss, (d_stats, parts)), d_pred = jax.value_and_grad(gen_loss_fn, has_aux=True)(pred)
   (g_grads,) = gen_vjp(d_pred)
-  new_gen = _update(state.gen, jax.lax.pmean(g_grads, DATA), gen_stats, tx_gen)
+  new_gen = _update(state.gen, g_grads, gen_stats, tx_gen)
   new_disc = new_disc.replace(batch_stats=d_stats)
 
   m = {'g_loss': g_loss, 'd_loss': d_loss, **parts,
@@ -145,10 +147,10 @@ def vae_step(state: TrainState, batch, *, config):
     (pred, extras), upd = gen.apply({'params': params, 'batch_stats': state.gen.batch_stats},
                                     batch['masked'], key, mutable=['batch_stats'])
     loss, parts = losses.vae_loss(pred, extras['mu'], extras['logvar'], batch, config)
-    return loss, (upd['batch_stats'], parts)
+    return jax.lax.pmean(loss, DATA), (upd['batch_stats'], parts)
 
   (loss, (stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.gen.params)
-  new_gen = _update(state.gen, jax.lax.pmean(grads, DATA), stats, tx_gen)
+  new_gen = _update(state.gen, grads, stats, tx_gen)
   m = {'g_loss': loss, **parts}
   return state.replace(step=state.step + 1, gen=new_gen), jax.lax.pmean(m, DATA)
 

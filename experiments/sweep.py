@@ -102,7 +102,7 @@ ENCODER_LABELS = {'alexnet': 'AlexNet', 'vgg': 'VGG', 'resnet': 'ResNet', 'patha
 # Fields that decide what an evaluation sees: a kept result is reused only when they are the same.
 EVAL_FIELDS = ('dataset', 'data_dir', 'train_examples', 'test_examples', 'folder_test_fraction',
                'image_size', 'hole_size', 'mask', 'fill', 'eval_batch_size', 'seed', 'dtype',
-               'upconv')
+               'conv_impl')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -105,7 +105,7 @@ def test_pathak_only_first_conv_and_last_upconv_have_bias():
   params = flat(init_shapes(c)['gen_vars']['params'])
   modules = {k.rsplit('/', 1)[0] for k in params if k.endswith('/kernel')}
   with_bias = sorted(m for m in modules if m + '/bias' in params)
-  assert with_bias == ['decoder/UpConv_3', 'encoder/Conv_0'], with_bias
+  assert with_bias == ['decoder/UpConv_3', 'encoder/DownConv_0'], with_bias
   # Every BatchNorm scale sits beside a kernel without bias (5 convs + bottleneck + decoder).
   n_bn = sum(k.endswith('/scale') for k in params)
   assert n_bn == 4 + 1 + 1 + 3
@@ -137,7 +137,7 @@ def test_no_bias_before_batchnorm_any_encoder(model, encoder):
   params = flat(variables['params'])
   checked = 0
   for (path, kind), (_, nxt) in zip(order, order[1:]):
-    if kind in ('Conv', 'Dense', 'UpConv') and nxt == 'BatchNorm':
+    if kind in ('Conv', 'DownConv', 'Dense', 'UpConv') and nxt == 'BatchNorm':
       assert '/'.join(path) + '/bias' not in params, path
       checked += 1
   assert checked >= 3
@@ -155,9 +155,9 @@ def test_stage_widths():
 def test_pathak_encoder_stage_widths_in_params():
   c = configs.get('pathak')
   params = init_shapes(c)['gen_vars']['params']['encoder']
-  widths = [params[f'Conv_{i}']['kernel'].shape[-1] for i in range(5)]
+  widths = [params[f'DownConv_{i}']['kernel'].shape[-1] for i in range(5)]
   assert widths == [64, 64, 128, 256, 512]
-  assert all(params[f'Conv_{i}']['kernel'].shape[:2] == (4, 4) for i in range(5))
+  assert all(params[f'DownConv_{i}']['kernel'].shape[:2] == (4, 4) for i in range(5))
 
 
 def test_vgg_encoder_block_widths_in_params():
@@ -196,7 +196,7 @@ def torch_full_conv_reference(x, w, b=None):
   return out if b is None else out + b
 
 
-@pytest.mark.parametrize('impl', ['subpixel', 'transpose'])
+@pytest.mark.parametrize('impl', models.CONV_IMPLS)
 @pytest.mark.parametrize('use_bias', [False, True])
 def test_upconv_matches_torch_full_convolution(impl, use_bias):
   rng = np.random.default_rng(0)
@@ -223,10 +223,59 @@ def test_upconv_impls_share_parameters():
                                     'bias': ((5,), jnp.float32)}
 
 
-def test_upconv_unknown_impl_raises():
-  layer = models.UpConv(5, impl='nearest')
+@pytest.mark.parametrize('layer', [models.UpConv, models.DownConv])
+def test_conv_unknown_impl_raises(layer):
   with pytest.raises(ValueError, match='nearest'):
-    layer.init(fast_key(0), jnp.ones((1, 4, 4, 3)))
+    layer(5, impl='nearest').init(fast_key(0), jnp.ones((1, 4, 4, 3)))
+
+
+def torch_conv_reference(x, w, b=None):
+  """SpatialConvolution(4, 4, 2, 2, 1, 1) in float64: out[i, j] = sum x[2i-1+ty, 2j-1+tx] @ W[ty, tx]."""
+  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  h, wd = x.shape[1] // 2, x.shape[2] // 2
+  out = sum(np.einsum('nhwi,io->nhwo', xp[:, ty:ty + 2 * h:2, tx:tx + 2 * wd:2], w[ty, tx])
+            for ty in range(4) for tx in range(4))
+  return out if b is None else out + b
+
+
+@pytest.mark.parametrize('impl', models.CONV_IMPLS)
+@pytest.mark.parametrize('use_bias', [False, True])
+def test_downconv_matches_torch_convolution(impl, use_bias):
+  rng = np.random.default_rng(1)
+  x = rng.standard_normal((2, 10, 6, 3))
+  w = rng.standard_normal((4, 4, 3, 5))
+  b = rng.standard_normal(5)
+  ref = torch_conv_reference(x, w, b if use_bias else None)
+  assert ref.shape == (2, 5, 3, 5)
+  with jax.enable_x64(True):
+    params = {'kernel': jnp.asarray(w)} | ({'bias': jnp.asarray(b)} if use_bias else {})
+    layer = models.DownConv(5, use_bias=use_bias, impl=impl, dtype=jnp.float64)
+    y = layer.apply({'params': params}, jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(y), ref, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize('layer,in_shape', [(models.DownConv, (2, 8, 6, 3)),
+                                            (models.UpConv, (2, 4, 3, 3))])
+def test_phase_gradients_equal_xla_autodiff(layer, in_shape):
+  """The phase impl's custom VJPs give the same input and kernel gradients as autodiff of
+  XLA's own convolutions, in float64."""
+  rng = np.random.default_rng(2)
+  x = rng.standard_normal(in_shape)
+  w = rng.standard_normal((4, 4, 3, 5))
+  with jax.enable_x64(True):
+    out_shape = jax.eval_shape(
+        lambda x: layer(5, impl='xla', dtype=jnp.float64).apply({'params': {'kernel': w}}, x),
+        jnp.asarray(x)).shape
+    cot = jnp.asarray(rng.standard_normal(out_shape))
+
+    def grads(impl):
+      f = lambda k, x: jnp.vdot(  # noqa: E731
+          layer(5, impl=impl, dtype=jnp.float64).apply({'params': {'kernel': k}}, x), cot)
+      return jax.grad(f, argnums=(0, 1))(jnp.asarray(w), jnp.asarray(x))
+
+    for got, want in zip(grads('phase'), grads('xla')):
+      assert got.shape == want.shape
+      np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-10)
 
 
 # --------------------------------------------------------------------------- initialisation
@@ -464,9 +513,9 @@ def test_create_rejects_bad_config(field, value):
   assert str(value) in msg
 
 
-def test_create_rejects_unknown_upconv():
+def test_create_rejects_unknown_conv_impl():
   with pytest.raises(ValueError, match='nearest'):
-    models.create(make_config('tiny', upconv='nearest'))
+    models.create(make_config('tiny', conv_impl='nearest'))
 
 
 def test_hole_larger_than_image_rejected():
