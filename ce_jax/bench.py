@@ -2,6 +2,7 @@
 
   python -m ce_jax.bench --config=pathak --models=gan --encoders=pathak --steps=10
   python -m ce_jax.bench --config=paper --models=vae,gan --encoders=alexnet,vgg,resnet --dtype=bfloat16
+  python -m ce_jax.bench --config=default --steps=3 --profile_dir=/tmp/ce_prof   # + a trace
 
 For each (model, encoder): train-step images/s after compilation, compile time, the step's FLOPs
 from XLA's cost analysis, model FLOPs utilisation against the device's peak (when known), and
@@ -62,7 +63,7 @@ def time_calls(fn, n: int) -> float:
   return (time.perf_counter() - start) / n
 
 
-def bench_train_step(config, n_steps: int) -> dict:
+def bench_train_step(config, n_steps: int, profile_dir: str = '') -> dict:
   mesh = sharding.data_mesh()
   sharding.check_divisible(config.batch_size, mesh)
   state = jax.jit(lambda k: steps.create_train_state(config, k),
@@ -82,6 +83,9 @@ def bench_train_step(config, n_steps: int) -> dict:
     return m
 
   sec = time_calls(one, n_steps)
+  if profile_dir:  # a trace of two more steps, for TensorBoard's profile tab or Perfetto
+    with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
+      time_calls(one, 2)
   peak = peak_flops(config.dtype)
   return {
       'train_images_per_s': config.batch_size / sec,
@@ -119,6 +123,8 @@ def define_flags():
   flags.DEFINE_integer('steps', 10, 'Timed train steps per (model, encoder).')
   flags.DEFINE_integer('pipeline_batches', 20, 'Timed input-pipeline batches (0 skips it).')
   flags.DEFINE_string('json', '', 'Also write the results here.')
+  flags.DEFINE_string('profile_dir', '', 'Also write a jax.profiler trace of two train steps of '
+                      'each (model, encoder) under this folder.')
 
 
 def main(argv):
@@ -137,7 +143,8 @@ def main(argv):
       models.validate(config)
       row = {'model': model, 'encoder': encoder, 'image_size': config.image_size,
              'batch_size': config.batch_size, 'dtype': config.dtype}
-      row |= bench_train_step(config, FLAGS.steps)
+      profile = f'{FLAGS.profile_dir}/{model}_{encoder}' if FLAGS.profile_dir else ''
+      row |= bench_train_step(config, FLAGS.steps, profile)
       row['eval_images_per_s'] = bench_eval(config, max(2, FLAGS.steps // 2))
       rows.append(row)
       print(json.dumps(row), flush=True)

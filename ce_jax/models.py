@@ -135,59 +135,52 @@ def _conv_up_bwd(res, dx):
 conv_up.defvjp(_conv_up_fwd, _conv_up_bwd)
 
 
-def _check_impl(impl):
-  if impl not in CONV_IMPLS:
-    raise ValueError(f"Unknown conv_impl {impl!r}; use one of: {', '.join(CONV_IMPLS)}.")
+class _Stride2Conv(nn.Module):
+  """A 4x4 stride-2 (transposed) convolution's parameters: kernel (4, 4, in, out), optional bias."""
+  features: int
+  use_bias: bool = False
+  impl: str = 'phase'
+  dtype: jnp.dtype = jnp.float32
+
+  def apply_kernel(self, x, kernel):
+    raise NotImplementedError
+
+  @nn.compact
+  def __call__(self, x):
+    if self.impl not in CONV_IMPLS:
+      raise ValueError(f"Unknown conv_impl {self.impl!r}; use one of: {', '.join(CONV_IMPLS)}.")
+    kernel = self.param('kernel', weight_init, (4, 4, x.shape[-1], self.features), jnp.float32)
+    y = self.apply_kernel(x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32).astype(y.dtype)
+    return y
 
 
-class DownConv(nn.Module):
+class DownConv(_Stride2Conv):
   """4x4 stride-2 convolution (Torch's SpatialConvolution(4, 4, 2, 2, 1, 1)).
 
   impl='phase' computes its input gradient with `conv_up`; impl='xla' leaves it to XLA's
-  autodiff (a dilated convolution). Same (4, 4, in, out) kernel either way.
+  autodiff (a dilated convolution). Same parameters either way.
   """
-  features: int
-  use_bias: bool = False
-  impl: str = 'phase'
-  dtype: jnp.dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x):
-    _check_impl(self.impl)
-    kernel = self.param('kernel', weight_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    y = conv_down(x, kernel) if self.impl == 'phase' else _conv_s2(x, kernel)
-    if self.use_bias:
-      y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32).astype(y.dtype)
-    return y
+  def apply_kernel(self, x, kernel):
+    return conv_down(x, kernel) if self.impl == 'phase' else _conv_s2(x, kernel)
 
 
-class UpConv(nn.Module):
+class UpConv(_Stride2Conv):
   """4x4 stride-2 transposed convolution (Torch's SpatialFullConvolution(4, 4, 2, 2, 1, 1)).
 
   impl='phase' runs it as `conv_up` (one 2x2 convolution for all four output phases; its input
-  gradient is a plain strided convolution); impl='xla' uses lax.conv_transpose. Both share the
-  same (4, 4, in, out) kernel, so checkpoints move freely between them.
+  gradient is a plain strided convolution); impl='xla' uses lax.conv_transpose. Same
+  parameters either way, so checkpoints move freely between them.
   """
-  features: int
-  use_bias: bool = False
-  impl: str = 'phase'
-  dtype: jnp.dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x):
-    _check_impl(self.impl)
-    kernel = self.param('kernel', weight_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+  def apply_kernel(self, x, kernel):
     if self.impl == 'phase':
-      y = conv_up(x, kernel.swapaxes(2, 3))  # the transpose of a conv from `features` to in
-    else:
-      # A transposed conv correlates the 2x-dilated input with the spatially flipped kernel.
-      y = jax.lax.conv_transpose(x, kernel[::-1, ::-1], (2, 2), ((2, 2), (2, 2)),
-                                 dimension_numbers=_DN)
-    if self.use_bias:
-      y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32).astype(y.dtype)
-    return y
+      return conv_up(x, kernel.swapaxes(2, 3))  # the transpose of a conv from `features` to in
+    # A transposed conv correlates the 2x-dilated input with the spatially flipped kernel.
+    return jax.lax.conv_transpose(x, kernel[::-1, ::-1], (2, 2), ((2, 2), (2, 2)),
+                                  dimension_numbers=_DN)
 
 
 class PathakEncoder(_Layers):

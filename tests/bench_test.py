@@ -13,7 +13,8 @@ def test_bench_command_writes_a_table_and_json(tmp_path):
   out = tmp_path / 'bench.json'
   r = subprocess.run(
       [sys.executable, '-m', 'ce_jax.bench', '--config=tiny', '--models=gan,vae',
-       '--encoders=pathak', '--steps=2', '--pipeline_batches=2', f'--json={out}'],
+       '--encoders=pathak', '--steps=2', '--pipeline_batches=2', f'--json={out}',
+       f'--profile_dir={tmp_path / "prof"}'],
       cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), capture_output=True, text=True,
       timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
@@ -26,3 +27,5 @@ def test_bench_command_writes_a_table_and_json(tmp_path):
     assert row['mfu'] is None  # no known peak for a CPU
     assert row['eval_images_per_s'] > 0
   assert result['pipeline_images_per_s'] > 0 and result['inpaint_photos_per_s'] > 0
+  for run in ('gan_pathak', 'vae_pathak'):  # one jax.profiler trace per (model, encoder)
+    assert list((tmp_path / 'prof' / run).rglob('*.xplane.pb')), run
