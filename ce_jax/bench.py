@@ -140,7 +140,10 @@ def main(argv):
     for encoder in FLAGS.encoders:
       config = base.copy_and_resolve_references()
       config.model, config.encoder = model, encoder
-      models.validate(config)
+      try:
+        models.validate(config)
+      except ValueError as e:
+        sys.exit(f'bench: {e}')
       row = {'model': model, 'encoder': encoder, 'image_size': config.image_size,
              'batch_size': config.batch_size, 'dtype': config.dtype}
       profile = f'{FLAGS.profile_dir}/{model}_{encoder}' if FLAGS.profile_dir else ''

@@ -28,7 +28,8 @@ _HELP = {
     'model': 'vae | gan', 'encoder': 'pathak | alexnet | vgg | resnet',
     'bottleneck': 'code size N (500 / 2000 / 4000 in the report)',
     'dataset': 'samples | places365_small | folder:PATH', 'dtype': 'float32 | bfloat16 compute',
-    'mask': 'center | block | freeform | file', 'conv_impl': 'phase | xla (4x4 stride-2 convolutions)',
+    'mask': 'center | block | freeform | file',
+    'conv_impl': 'phase | xla (4x4 stride-2 convolutions)',
 }
 _STR_FIELDS = ('model', 'encoder', 'dataset', 'data_dir', 'dtype', 'mask', 'mask_file',
                'conv_impl')

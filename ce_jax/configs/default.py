@@ -22,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.hole_size = 64  # side of the predicted patch; power of two, >= 8, <= image_size
   c.gen_width = 64  # channels of the first encoder stage; the encoder ends at 8x this
   c.disc_width = 64  # channels of the discriminator's first conv
-  c.conv_impl = 'phase'  # 4x4 stride-2 (transposed) convs: 'phase' (fast on CPU) or 'xla'; same parameters
+  c.conv_impl = 'phase'  # 4x4 stride-2 (up-)convs: 'phase' (fast on CPU) or 'xla'; same params
   c.dtype = 'float32'  # compute dtype: float32 or bfloat16 (parameters stay float32)
 
   # Masks: where the hole is and what fills it before the encoder sees the image.
