@@ -85,7 +85,7 @@ def bench_train_step(config, n_steps: int, profile_dir: str = '') -> dict:
   sec = time_calls(one, n_steps)
   if profile_dir:  # a trace of two more steps, for TensorBoard's profile tab or Perfetto
     with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
-      time_calls(one, 2)
+      jax.block_until_ready([one() for _ in range(2)])
   peak = peak_flops(config.dtype)
   return {
       'train_images_per_s': config.batch_size / sec,

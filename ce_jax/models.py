@@ -99,40 +99,30 @@ def _conv_s2_transpose(y, kernel):
   return jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, i)  # (b, h, a, w, c, I) -> interleaved
 
 
-@jax.custom_vjp
-def conv_down(x, kernel):
-  """`_conv_s2` whose input gradient is computed by phases (`conv_up`)."""
-  return _conv_s2(x, kernel)
+def _with_adjoint_vjp(primal, adjoint, kernel_grad):
+  """`primal(x, kernel)` whose input gradient is `adjoint(g, kernel)`, its kernel gradient
+  `kernel_grad(x, g, kernel)`."""
+
+  @jax.custom_vjp
+  def op(x, kernel):
+    return primal(x, kernel)
+
+  def fwd(x, kernel):
+    return primal(x, kernel), (x, kernel)
+
+  def bwd(res, g):
+    x, kernel = res
+    return adjoint(g, kernel), kernel_grad(x, g, kernel)
+
+  op.defvjp(fwd, bwd)
+  return op
 
 
-def _conv_down_fwd(x, kernel):
-  return _conv_s2(x, kernel), (x, kernel)
-
-
-def _conv_down_bwd(res, dy):
-  x, kernel = res
-  return _conv_s2_transpose(dy, kernel), _conv_s2_kernel_grad(x, dy, kernel)
-
-
-conv_down.defvjp(_conv_down_fwd, _conv_down_bwd)
-
-
-@jax.custom_vjp
-def conv_up(y, kernel):
-  """`_conv_s2_transpose`, whose input gradient is the plain strided convolution."""
-  return _conv_s2_transpose(y, kernel)
-
-
-def _conv_up_fwd(y, kernel):
-  return _conv_s2_transpose(y, kernel), (y, kernel)
-
-
-def _conv_up_bwd(res, dx):
-  y, kernel = res
-  return _conv_s2(dx, kernel), _conv_s2_kernel_grad(dx, y, kernel)
-
-
-conv_up.defvjp(_conv_up_fwd, _conv_up_bwd)
+# `_conv_s2` with its input gradient computed by phases, and its transpose (by phases) whose
+# input gradient is the plain strided convolution: each is the other's adjoint.
+conv_down = _with_adjoint_vjp(_conv_s2, _conv_s2_transpose, _conv_s2_kernel_grad)
+conv_up = _with_adjoint_vjp(_conv_s2_transpose, _conv_s2,
+                            lambda y, dx, kernel: _conv_s2_kernel_grad(dx, y, kernel))
 
 
 class _Stride2Conv(nn.Module):

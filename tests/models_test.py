@@ -196,25 +196,6 @@ def torch_full_conv_reference(x, w, b=None):
   return out if b is None else out + b
 
 
-@pytest.mark.parametrize('impl', models.CONV_IMPLS)
-@pytest.mark.parametrize('use_bias', [False, True])
-def test_upconv_matches_torch_full_convolution(impl, use_bias):
-  rng = np.random.default_rng(0)
-  x = rng.standard_normal((2, 5, 3, 4))
-  w = rng.standard_normal((4, 4, 4, 6))
-  b = rng.standard_normal(6)
-  ref = torch_full_conv_reference(x, w, b if use_bias else None)
-  assert ref.shape == (2, 10, 6, 6)
-  with jax.enable_x64(True):
-    layer = models.UpConv(6, use_bias=use_bias, impl=impl, dtype=jnp.float64)
-    params = {'kernel': jnp.asarray(w)}
-    if use_bias:
-      params['bias'] = jnp.asarray(b)
-    y = layer.apply({'params': params}, jnp.asarray(x))
-    assert y.dtype == jnp.float64
-    np.testing.assert_allclose(np.asarray(y), ref, rtol=0, atol=1e-10)
-
-
 def test_upconv_impls_share_parameters():
   layer = models.UpConv(5, use_bias=True)
   x = jnp.ones((1, 4, 4, 3))
@@ -240,17 +221,22 @@ def torch_conv_reference(x, w, b=None):
 
 @pytest.mark.parametrize('impl', models.CONV_IMPLS)
 @pytest.mark.parametrize('use_bias', [False, True])
-def test_downconv_matches_torch_convolution(impl, use_bias):
-  rng = np.random.default_rng(1)
-  x = rng.standard_normal((2, 10, 6, 3))
-  w = rng.standard_normal((4, 4, 3, 5))
-  b = rng.standard_normal(5)
-  ref = torch_conv_reference(x, w, b if use_bias else None)
-  assert ref.shape == (2, 5, 3, 5)
+@pytest.mark.parametrize('layer,reference,in_shape,out_shape', [
+    (models.UpConv, torch_full_conv_reference, (2, 5, 3, 4), (2, 10, 6, 6)),
+    (models.DownConv, torch_conv_reference, (2, 10, 6, 4), (2, 5, 3, 6)),
+])
+def test_stride2_convs_match_torch(layer, reference, in_shape, out_shape, impl, use_bias):
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal(in_shape)
+  w = rng.standard_normal((4, 4, 4, 6))
+  b = rng.standard_normal(6)
+  ref = reference(x, w, b if use_bias else None)
+  assert ref.shape == out_shape
   with jax.enable_x64(True):
     params = {'kernel': jnp.asarray(w)} | ({'bias': jnp.asarray(b)} if use_bias else {})
-    layer = models.DownConv(5, use_bias=use_bias, impl=impl, dtype=jnp.float64)
-    y = layer.apply({'params': params}, jnp.asarray(x))
+    y = layer(6, use_bias=use_bias, impl=impl, dtype=jnp.float64).apply({'params': params},
+                                                                          jnp.asarray(x))
+    assert y.dtype == jnp.float64
     np.testing.assert_allclose(np.asarray(y), ref, rtol=0, atol=1e-10)
 
 
