@@ -4,6 +4,7 @@ A checkpoint is a Composite of separate items, so evaluation and inpainting rest
 generator's weights (no optimizer state, no discriminator):
 
   generator      {'params', 'batch_stats'}
+  generator_ema  the moving average of the generator's params (when optim.ema_decay > 0)
   generator_opt  the generator's optimizer state
   discriminator  {'params', 'batch_stats', 'opt_state'} (GAN only)
   meta           {'step', 'rng'}
@@ -18,14 +19,20 @@ from pathlib import Path
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from ce_jax import configs, steps
 
 # Fields that decide the shapes of the networks: a checkpoint only restores into the same ones.
+# `load_generator`'s name for the model shipped inside the package (an export, see below).
+PRETRAINED = 'pretrained'
+PRETRAINED_DIR = Path(__file__).resolve().parent / 'pretrained'
+EXPORT_CONFIG = 'export.json'  # an export: this file beside the generator's weights
+EXPORT_WEIGHTS = 'generator'
 ARCHITECTURE = ('model', 'encoder', 'bottleneck', 'image_size', 'hole_size', 'gen_width',
-                'disc_width')
+                'disc_width', 'skips', 'upsample')
 BEST_METRIC = 'report_loss'
 
 
@@ -52,6 +59,8 @@ def save(mngr: ocp.CheckpointManager, state: steps.TrainState, config, metrics=N
       'meta': ocp.args.StandardSave({'step': state.step, 'rng': state.rng}),
       'config': ocp.args.JsonSave(config.to_dict()),
   }
+  if state.gen_ema is not None:
+    items['generator_ema'] = ocp.args.StandardSave(state.gen_ema)
   if state.disc is not None:
     items['discriminator'] = ocp.args.StandardSave(
         {'params': state.disc.params, 'batch_stats': state.disc.batch_stats,
@@ -98,6 +107,8 @@ def restore_state(mngr, step: int, abstract_state: steps.TrainState, sharding) -
       'generator_opt': ocp.args.StandardRestore(_abstract(s.gen.opt_state, sharding)),
       'meta': ocp.args.StandardRestore(_abstract({'step': s.step, 'rng': s.rng}, sharding)),
   }
+  if s.gen_ema is not None:
+    items['generator_ema'] = ocp.args.StandardRestore(_abstract(s.gen_ema, sharding))
   if s.disc is not None:
     items['discriminator'] = ocp.args.StandardRestore(_abstract(
         {'params': s.disc.params, 'batch_stats': s.disc.batch_stats,
@@ -108,7 +119,8 @@ def restore_state(mngr, step: int, abstract_state: steps.TrainState, sharding) -
   if s.disc is not None:
     d = r['discriminator']
     disc = steps.NetState(d['params'], d['batch_stats'], d['opt_state'])
-  return steps.TrainState(step=r['meta']['step'], rng=r['meta']['rng'], gen=gen, disc=disc)
+  return steps.TrainState(step=r['meta']['step'], rng=r['meta']['rng'], gen=gen, disc=disc,
+                          gen_ema=r['generator_ema'] if s.gen_ema is not None else None)
 
 
 def resolve_step(mngr, step: int | str | None) -> int:
@@ -128,17 +140,54 @@ def resolve_step(mngr, step: int | str | None) -> int:
   return int(step)
 
 
+def export_generator(out_dir, config, variables, step: int, dtype: str = 'float16') -> None:
+  """Writes a generator alone, its weights stored as `dtype`, for `load_generator(out_dir)`:
+  OUT/generator (orbax) and OUT/export.json (the run's config, step and storage dtype)."""
+  out = Path(out_dir).absolute()
+  weights = jax.tree.map(lambda x: np.asarray(x).astype(dtype), jax.device_get(variables))
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(out / EXPORT_WEIGHTS, weights, force=True)
+  write_json(out / EXPORT_CONFIG, {'config': config.to_dict(), 'step': int(step), 'dtype': dtype})
+
+
+def _load_export(path: Path):
+  meta = json.loads((path / EXPORT_CONFIG).read_text())
+  config = configs.get('default')
+  _merge(config, meta['config'])
+  gen_vars, _ = jax.eval_shape(lambda: steps.init_variables(config, jax.random.PRNGKey(0)))
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, meta['dtype']), gen_vars)
+  with ocp.StandardCheckpointer() as checkpointer:
+    weights = checkpointer.restore(path / EXPORT_WEIGHTS, abstract)
+  return config, jax.tree.map(lambda x: jax.numpy.asarray(x, jax.numpy.float32), weights), meta['step']
+
+
 def load_generator(workdir, step=None):
-  """Restores only the generator of a run: returns (config, generator variables, step)."""
+  """Restores only the generator: returns (config, generator variables, step).
+
+  `workdir` is a training run's directory (`step`: 'latest', 'best' or a number), an export of
+  `export_generator`, or PRETRAINED: the model shipped in the package. The variables are the
+  ones to evaluate: the EMA weights when the run kept them.
+  """
+  path = PRETRAINED_DIR if str(workdir) == PRETRAINED else Path(workdir)
+  if (path / EXPORT_CONFIG).is_file():
+    return _load_export(path.absolute())
+  if str(workdir) == PRETRAINED:
+    raise ValueError(f'No pretrained model in {PRETRAINED_DIR}; this copy of ce_jax ships '
+                     'none. Pass --workdir of a trained run.')
   mngr = manager(workdir, read_only=True)
   step = resolve_step(mngr, step)
   config = saved_config(mngr, step)
   gen_vars, _ = jax.eval_shape(lambda: steps.init_variables(config, jax.random.PRNGKey(0)))
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  r = mngr.restore(step, args=ocp.args.Composite(
-      generator=ocp.args.StandardRestore(_abstract(gen_vars, sharding))))
+  items = {'generator': ocp.args.StandardRestore(_abstract(gen_vars, sharding))}
+  if config.optim.ema_decay > 0:
+    items['generator_ema'] = ocp.args.StandardRestore(_abstract(gen_vars['params'], sharding))
+  r = mngr.restore(step, args=ocp.args.Composite(**items))
   mngr.close()
-  return config, r['generator'], step
+  variables = r['generator']
+  if config.optim.ema_decay > 0:
+    variables = {'params': r['generator_ema'], 'batch_stats': variables['batch_stats']}
+  return config, variables, step
 
 
 def write_json(path, obj) -> None:

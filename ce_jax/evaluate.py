@@ -75,7 +75,10 @@ FLAGS = flags.FLAGS
 
 def define_flags():
   """Flags of this command (defined only when it runs, so modules import each other freely)."""
-  flags.DEFINE_string('workdir', None, 'Training run directory (holds checkpoints/).')
+  flags.DEFINE_string('workdir', None, "Training run directory (holds checkpoints/), an export, "
+                      "or 'pretrained' (the model shipped with ce_jax).")
+  flags.DEFINE_string('out', None, 'Folder for the JSON and PNG (default: WORKDIR/eval, or '
+                      'runs/pretrained_eval for the shipped model).')
   flags.DEFINE_string('step', 'latest', "Checkpoint: 'latest', 'best' or a step number.")
   flags.DEFINE_string('dataset', None, 'Dataset to score on (default: the run\'s own).')
   flags.DEFINE_string('data_dir', None, 'TFDS data_dir (default: the run\'s own).')
@@ -88,14 +91,24 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax and clu are chatty at INFO
   del argv
   if not FLAGS.workdir:
-    sys.exit('evaluate: --workdir is required (the directory a training run wrote).')
-  config, gen_variables, step = checkpoints.load_generator(FLAGS.workdir, FLAGS.step)
+    sys.exit("evaluate: --workdir is required (a training run's directory, an export, or "
+             "'pretrained').")
+  try:
+    run(FLAGS.workdir, FLAGS.step)
+  except ValueError as e:
+    sys.exit(f'evaluate: {e}')
+
+
+def run(workdir: str, step: str) -> dict:
+  """evaluate's command: scores a checkpoint beside the baselines, writes JSON and PNG."""
+  config, gen_variables, step = checkpoints.load_generator(workdir, step)
   for field in ('dataset', 'data_dir'):
     if FLAGS[field].value is not None:
       config[field] = FLAGS[field].value
   if FLAGS.mask:
     config.mask.kind = FLAGS.mask
-  out = Path(FLAGS.workdir) / 'eval'
+  out = Path(FLAGS.out or ('runs/pretrained_eval' if workdir == checkpoints.PRETRAINED
+                           else Path(workdir) / 'eval'))
   results = evaluate(gen_variables, config, split=FLAGS.split, max_examples=FLAGS.max_examples,
                      baselines=tuple(baselines_lib.BASELINES),
                      grid_path=out / f'step_{step}_{FLAGS.split}.png')
@@ -106,6 +119,7 @@ def main(argv):
   if results['skipped']:
     print(f'skipped {results["skipped"]} unreadable images')
   print(f'wrote {out}/step_{step}_{FLAGS.split}.json and .png')
+  return results
 
 
 if __name__ == '__main__':

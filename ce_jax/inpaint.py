@@ -1,6 +1,7 @@
 """Fills holes in your own photos, of any size and aspect ratio, with a trained model.
 
-  python -m ce_jax.inpaint --workdir=runs/demo --input=photo.jpg --output=out/ [--mask=center]
+  python -m ce_jax.inpaint --input=photo.jpg --output=out/ [--mask=center]   # the shipped model
+  python -m ce_jax.inpaint --workdir=runs/demo --input=photo.jpg              # your own run
   --mask=center        the centre of the photo, as large (relative to it) as in training
   --mask=x,y,w,h       a rectangle in the photo's pixels
   --mask=hole.png      white = hole; several separate holes are filled one after another
@@ -121,7 +122,9 @@ FLAGS = flags.FLAGS
 
 def define_flags():
   """Flags of this command (defined only when it runs, so modules import each other freely)."""
-  flags.DEFINE_string('workdir', None, 'Training run directory (holds checkpoints/).')
+  flags.DEFINE_string('workdir', checkpoints.PRETRAINED,
+                      "Training run directory (holds checkpoints/), an export, or 'pretrained' "
+                      '(the model shipped with ce_jax).')
   flags.DEFINE_string('step', 'latest', "Checkpoint: 'latest', 'best' or a step number.")
   flags.DEFINE_string('input', None, 'A photo, or a folder of photos.')
   flags.DEFINE_string('output', 'inpainted', 'Folder for the filled photos.')
@@ -132,8 +135,8 @@ def define_flags():
 def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax and clu are chatty at INFO
   del argv
-  if not FLAGS.workdir or not FLAGS.input:
-    sys.exit('inpaint: --workdir and --input are required.')
+  if not FLAGS.input:
+    sys.exit('inpaint: --input is required (a photo or a folder of photos).')
   try:
     config, gen_variables, step = checkpoints.load_generator(FLAGS.workdir, FLAGS.step)
     src = Path(FLAGS.input)

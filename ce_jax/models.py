@@ -1,8 +1,11 @@
 """Context-encoder networks in Flax linen: encoders, the bottleneck, the decoder, VAE, GAN.
 
 Every encoder maps an (S, S, 3) image to a 4x4x(8*width) feature map for S in {32, 64, 128, 256}
-(the number of stride-2 stages follows from S); the bottleneck flattens it to N numbers; the one
-decoder paints the (hole, hole, 3) patch with tanh. Convolutions followed by BatchNorm carry no
+(the number of stride-2 stages follows from S; it returns every stage's map, the 4x4 one last);
+the bottleneck flattens it to N numbers; the one decoder paints the (hole, hole, 3) patch with
+tanh. With `skips`, each decoder level also sees the encoder's features of the patch box at the
+same resolution (a U-Net over the hole): the code carries the scene, the skips carry the hole's
+border, which the 1x1 code alone paints with seams. Convolutions followed by BatchNorm carry no
 bias, and weights start from N(0, 0.02), BatchNorm scales from N(1, 0.02), as the original release.
 
     generator, discriminator = models.create(config)   # discriminator is None for the VAE
@@ -67,6 +70,7 @@ class _Layers(nn.Module):
 
 
 CONV_IMPLS = ('phase', 'xla')
+UPSAMPLES = ('deconv', 'bilinear')
 _DN = ('NHWC', 'HWIO', 'NHWC')
 _PHASE_TAPS = np.array([[3, 1], [2, 0]])  # [output phase][2x2 window row] -> 4x4 kernel row
 
@@ -180,11 +184,13 @@ class PathakEncoder(_Layers):
   @nn.compact
   def __call__(self, x):
     n = _log2(x.shape[1], 'image_size') - 2
+    stages = []
     for i, c in enumerate(stage_widths(n, self.width)):
       x = self.down(c, bias=i == 0)(x)
       x = x if i == 0 else self.norm()(x)
       x = nn.leaky_relu(x, 0.2)
-    return x
+      stages.append(x)
+    return stages
 
 
 class AlexNetEncoder(_Layers):
@@ -200,12 +206,14 @@ class AlexNetEncoder(_Layers):
     if n < 1:
       raise ValueError('The alexnet encoder needs image_size >= 32.')
     x = nn.leaky_relu(self.conv(self.width * 3 // 2, 11, 4, bias=True)(x), 0.2)
+    stages = [x]
     alexnet = (4, 6, 6, 4)  # conv2..conv5 widths of AlexNet, in units of width / 64 * 64
     for i in range(n):
       x = self.conv(self.width * alexnet[i % 4], 5 if i == 0 else 3, 2)(x)
       x = nn.leaky_relu(self.norm()(x), 0.2)
+      stages.append(x)
     x = self.conv(self.width * 8, 3)(x)
-    return nn.leaky_relu(self.norm()(x), 0.2)
+    return stages[:-1] + [nn.leaky_relu(self.norm()(x), 0.2)]
 
 
 class VGGEncoder(_Layers):
@@ -216,6 +224,7 @@ class VGGEncoder(_Layers):
   def __call__(self, x):
     n = _log2(x.shape[1], 'image_size') - 2
     first = True
+    stages = []
     for c in stage_widths(n, self.width, num_top=2):
       reps = 2 if c < 4 * self.width else 3
       for r in range(reps):
@@ -223,7 +232,8 @@ class VGGEncoder(_Layers):
         x = x if first else self.norm()(x)
         x = nn.leaky_relu(x, 0.2)
         first = False
-    return x
+      stages.append(x)
+    return stages
 
 
 class BasicBlock(_Layers):
@@ -248,35 +258,85 @@ class ResNetEncoder(_Layers):
   def __call__(self, x):
     n = _log2(x.shape[1], 'image_size') - 3
     x = nn.relu(self.norm()(self.conv(self.width, 7, 2)(x)))
+    stages = [x]
     block = functools.partial(BasicBlock, train=self.train, axis_name=self.axis_name,
                               dtype=self.dtype, conv_impl=self.conv_impl)
     for c in stage_widths(n, self.width):
       x = block(features=c, stride=2)(x)
       x = block(features=c, stride=1)(x)
-    return x
+      stages.append(x)
+    return stages
 
 
 ENCODER_CLASSES = {'pathak': PathakEncoder, 'alexnet': AlexNetEncoder, 'vgg': VGGEncoder,
                    'resnet': ResNetEncoder}
 
 
+def _upsample2_axis(x, axis: int):
+  """x2 linear interpolation along `axis` with half-pixel centres and clamped edges: output
+  2i is 3/4 x[i] + 1/4 x[i-1], output 2i+1 is 3/4 x[i] + 1/4 x[i+1]."""
+  n = x.shape[axis]
+  take = lambda start, stop: jax.lax.slice_in_dim(x, start, stop, axis=axis)
+  prev = jnp.concatenate([take(0, 1), take(0, n - 1)], axis)
+  nxt = jnp.concatenate([take(1, n), take(n - 1, n)], axis)
+  y = jnp.stack([0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt], axis + 1)
+  return y.reshape(x.shape[:axis] + (2 * n,) + x.shape[axis + 1:])
+
+
+def upsample2_bilinear(x):
+  """(B, H, W, C) -> (B, 2H, 2W, C), equal to jax.image.resize(..., 'bilinear') but built from
+  shifts and adds, which XLA's CPU backend runs several times faster (forward and backward)."""
+  return _upsample2_axis(_upsample2_axis(x, 1), 2)
+
+
 class Decoder(_Layers):
-  """1x1xN code -> 4x4x(8*width) -> 4x4 stride-2 up-convs with BN + ReLU -> (hole, hole, 3), tanh."""
+  """1x1xN code -> 4x4x(8*width) -> 4x4 stride-2 up-convs with BN + ReLU -> (hole, hole, 3), tanh.
+
+  `skips` maps a side length to features of the patch box at that resolution; each level whose
+  side is in it concatenates them before its up-convolution.
+  """
   width: int = 64
   hole_size: int = 64
+  upsample: str = 'deconv'
+
+  def up(self, features, bias):
+    """x2 up-sampling: the original's 4x4 stride-2 transposed conv ('deconv'), or a bilinear
+    resize then a 3x3 conv ('bilinear'), which cannot paint a checkerboard or block grid."""
+    if self.upsample == 'deconv':
+      return UpConv(features, use_bias=bias, impl=self.conv_impl, dtype=self.dtype)
+    conv = self.conv(features, 3, bias=bias)
+    return lambda x: conv(upsample2_bilinear(x))
 
   @nn.compact
-  def __call__(self, z):
+  def __call__(self, z, skips=None):
     top = 8 * self.width
     x = nn.Dense(16 * top, use_bias=False, kernel_init=weight_init, dtype=self.dtype)(z)
     x = nn.relu(self.norm()(x.reshape(-1, 4, 4, top)))
     n = _log2(self.hole_size, 'hole_size') - 2
     for i in range(n):
       last = i == n - 1
+      if skips and x.shape[1] in skips:
+        x = jnp.concatenate([x, skips[x.shape[1]].astype(x.dtype)], axis=-1)
       c = 3 if last else max(self.width, top // 2 ** (i + 1))
-      x = UpConv(c, use_bias=last, impl=self.conv_impl, dtype=self.dtype)(x)
+      x = self.up(c, bias=last)(x)
       x = jnp.tanh(x) if last else nn.relu(self.norm()(x))
     return x.astype(jnp.float32)
+
+
+def box_features(stages, box, image_size: int, hole_size: int) -> dict:
+  """{side: (B, side, side, C)} crops of the encoder's maps over the patch box, one per decoder
+  level below the patch's own resolution whose matching map exists (side = map size x
+  hole_size / image_size). `box` (B, 2) is the patch's top-left corner in image pixels."""
+  out = {}
+  for f in stages:
+    size = f.shape[1]
+    side = size * hole_size // image_size
+    if side < 4 or side >= hole_size or side * image_size != size * hole_size:
+      continue
+    corner = box * size // image_size
+    out[side] = jax.vmap(lambda m, c: jax.lax.dynamic_slice(
+        m, (c[0], c[1], 0), (side, side, m.shape[-1])))(f, corner)
+  return out
 
 
 class ContextEncoder(_Layers):
@@ -286,6 +346,8 @@ class ContextEncoder(_Layers):
   model='vae': two Dense heads give mu and log-variance; z = mu + sigma * eps with eps drawn from
   `key` (one key, or one per example: then an example's noise does not depend on how the batch
   is split across devices), or z = mu when no key is given (deterministic evaluation).
+  skips=True adds the encoder's features over the patch box to the decoder (`box_features`);
+  `box` (B, 2) is the patch's top-left corner, the centre when None.
   Returns (patch, extras) with extras = {'mu', 'logvar'} for the VAE and {} for the GAN.
   """
   model: str = 'gan'
@@ -293,13 +355,21 @@ class ContextEncoder(_Layers):
   bottleneck: int = 4000
   width: int = 64
   hole_size: int = 64
+  skips: bool = False
+  upsample: str = 'deconv'
 
   @nn.compact
-  def __call__(self, x, key=None):
+  def __call__(self, x, key=None, box=None):
     common = dict(train=self.train, axis_name=self.axis_name, dtype=self.dtype,
                   conv_impl=self.conv_impl)
-    h = ENCODER_CLASSES[self.encoder](width=self.width, name='encoder', **common)(x)
-    h = h.reshape(h.shape[0], -1)
+    stages = ENCODER_CLASSES[self.encoder](width=self.width, name='encoder', **common)(x)
+    skips = None
+    if self.skips:
+      size = x.shape[1]
+      if box is None:
+        box = jnp.full((x.shape[0], 2), (size - self.hole_size) // 2, jnp.int32)
+      skips = box_features(stages, jnp.asarray(box, jnp.int32), size, self.hole_size)
+    h = stages[-1].reshape(x.shape[0], -1)
     dense = functools.partial(nn.Dense, self.bottleneck, kernel_init=weight_init, dtype=self.dtype)
     extras = {}
     if self.model == 'gan':
@@ -317,7 +387,8 @@ class ContextEncoder(_Layers):
           eps = jax.vmap(lambda k: jax.random.normal(k, mu.shape[1:], mu.dtype))(key)
         z = mu + jnp.exp(0.5 * logvar) * eps
       extras = {'mu': mu, 'logvar': logvar}
-    patch = Decoder(width=self.width, hole_size=self.hole_size, name='decoder', **common)(z)
+    patch = Decoder(width=self.width, hole_size=self.hole_size, upsample=self.upsample,
+                    name='decoder', **common)(z, skips)
     return patch, extras
 
 
@@ -354,6 +425,8 @@ def validate(config) -> None:
     raise ValueError(f'bottleneck={config.bottleneck} must be a positive number of units.')
   if config.conv_impl not in CONV_IMPLS:
     raise ValueError(f"conv_impl={config.conv_impl!r}: use one of {', '.join(CONV_IMPLS)}.")
+  if config.upsample not in UPSAMPLES:
+    raise ValueError(f"upsample={config.upsample!r}: use one of {', '.join(UPSAMPLES)}.")
   if config.dtype not in ('float32', 'bfloat16'):
     raise ValueError(f"dtype={config.dtype!r}: use 'float32' or 'bfloat16'.")
 
@@ -369,6 +442,7 @@ def create(config, *, train: bool = False, axis_name: str | None = None):
                 conv_impl=config.conv_impl)
   generator = ContextEncoder(model=config.model, encoder=config.encoder,
                              bottleneck=config.bottleneck, width=config.gen_width,
-                             hole_size=config.hole_size, **common)
+                             hole_size=config.hole_size, skips=config.skips,
+                             upsample=config.upsample, **common)
   discriminator = Discriminator(width=config.disc_width, **common) if config.model == 'gan' else None
   return generator, discriminator

@@ -39,6 +39,29 @@ class TrainState:
   rng: jax.Array  # raw uint32[2] key; the VAE's noise for step s, example i: fold_in(fold_in(rng, s), i)
   gen: NetState
   disc: NetState | None  # None for the VAE
+  gen_ema: Any = None  # moving average of gen.params when optim.ema_decay > 0
+
+  @property
+  def eval_variables(self):
+    """The generator's variables to evaluate and ship: the EMA weights when kept."""
+    params = self.gen.params if self.gen_ema is None else self.gen_ema
+    return {'params': params, 'batch_stats': self.gen.batch_stats}
+
+
+SCHEDULES = ('constant', 'cosine')
+
+
+def learning_rate(config, peak: float) -> optax.Schedule | float:
+  """`peak`, or (schedule='cosine') a linear warm-up to it and a cosine decay to 0 at num_steps."""
+  o = config.optim
+  if o.schedule == 'constant':
+    return peak
+  if o.schedule not in SCHEDULES:
+    raise ValueError(f'optim.schedule={o.schedule!r}: use one of {", ".join(SCHEDULES)}.')
+  if config.num_steps <= 0 or not 0 <= o.warmup_steps < config.num_steps:
+    raise ValueError(f"optim.schedule='cosine' decays to zero at num_steps: set --num_steps "
+                     f'(> optim.warmup_steps={o.warmup_steps}).')
+  return optax.warmup_cosine_decay_schedule(0.0, peak, o.warmup_steps, config.num_steps)
 
 
 def optimizers(config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
@@ -46,10 +69,24 @@ def optimizers(config) -> tuple[optax.GradientTransformation, optax.GradientTran
   o = config.optim
 
   def adam(lr):
-    tx = optax.adam(lr, b1=o.b1, b2=o.b2)
+    tx = optax.adam(learning_rate(config, lr), b1=o.b1, b2=o.b2)
     return optax.chain(optax.clip_by_global_norm(o.grad_clip), tx) if o.grad_clip > 0 else tx
 
   return adam(o.learning_rate * o.gen_lr_mult), adam(o.learning_rate)
+
+
+def validate(config) -> None:
+  """One-line errors for optimisation settings, before any step runs."""
+  learning_rate(config, config.optim.learning_rate)
+  if not 0.0 <= config.optim.ema_decay < 1.0:
+    raise ValueError(f'optim.ema_decay={config.optim.ema_decay} must be in [0, 1) (0 = no EMA).')
+
+
+def update_ema(ema, params, step, decay: float):
+  """ema <- d * ema + (1 - d) * params, with d = min(decay, (1 + step) / (10 + step)) so that
+  the average forgets its random start quickly."""
+  d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
 
 
 def init_variables(config, key):
@@ -74,7 +111,16 @@ def create_train_state(config, key) -> TrainState:
     return NetState(v['params'], v.get('batch_stats', {}), tx.init(v['params']))
 
   return TrainState(step=jnp.zeros((), jnp.int32), rng=k_rng, gen=net(gen_vars, tx_gen),
-                    disc=None if disc_vars is None else net(disc_vars, tx_disc))
+                    disc=None if disc_vars is None else net(disc_vars, tx_disc),
+                    gen_ema=gen_vars['params'] if config.optim.ema_decay > 0 else None)
+
+
+def _finish(state: TrainState, gen: NetState, config, **changes) -> TrainState:
+  """The state after a step: new generator (and its EMA), step + 1."""
+  ema = state.gen_ema
+  if ema is not None:
+    ema = update_ema(ema, gen.params, state.step, config.optim.ema_decay)
+  return state.replace(step=state.step + 1, gen=gen, gen_ema=ema, **changes)
 
 
 def _update(net: NetState, grads, batch_stats, tx) -> NetState:
@@ -87,16 +133,25 @@ def gan_step(state: TrainState, batch, *, config):
 
   The generator runs forward once; its painted patches feed the discriminator's update and,
   through the vjp, the generator's own gradient (against the freshly updated discriminator).
+  With loss.adv_weight = 0 the discriminator plays no part: the step is the generator's masked
+  L2 alone (the original's reconstruction-only ablation), at half the cost.
   """
   gen, disc = models.create(config, train=True, axis_name=DATA)
   tx_gen, tx_disc = optimizers(config)
 
   def generate(params):
     (pred, _), upd = gen.apply({'params': params, 'batch_stats': state.gen.batch_stats},
-                               batch['masked'], mutable=['batch_stats'])
+                               batch['masked'], box=batch['box'], mutable=['batch_stats'])
     return pred, upd['batch_stats']
 
   pred, gen_vjp, gen_stats = jax.vjp(generate, state.gen.params, has_aux=True)
+  if config.loss.adv_weight == 0:
+    rec_loss = lambda p: jax.lax.pmean(losses.reconstruction_loss(p, batch, config), DATA)
+    rec, d_pred = jax.value_and_grad(rec_loss)(pred)
+    (g_grads,) = gen_vjp(config.loss.rec_weight * d_pred)
+    new_gen = _update(state.gen, g_grads, gen_stats, tx_gen)
+    m = {'g_loss': config.loss.rec_weight * rec, 'rec_loss': rec}
+    return _finish(state, new_gen, config), m
 
   def disc_apply(params, stats, patch):
     logits, upd = disc.apply({'params': params, 'batch_stats': stats}, patch, mutable=['batch_stats'])
@@ -123,7 +178,7 @@ def gan_step(state: TrainState, batch, *, config):
 
   m = {'g_loss': g_loss, 'd_loss': d_loss, **parts,
        'd_real': jnp.mean(jax.nn.sigmoid(real)), 'd_fake': jnp.mean(jax.nn.sigmoid(fake))}
-  return state.replace(step=state.step + 1, gen=new_gen, disc=new_disc), jax.lax.pmean(m, DATA)
+  return _finish(state, new_gen, config, disc=new_disc), jax.lax.pmean(m, DATA)
 
 
 def example_keys(rng, step, local_batch: int):
@@ -145,17 +200,17 @@ def vae_step(state: TrainState, batch, *, config):
 
   def loss_fn(params):
     (pred, extras), upd = gen.apply({'params': params, 'batch_stats': state.gen.batch_stats},
-                                    batch['masked'], key, mutable=['batch_stats'])
+                                    batch['masked'], key, box=batch['box'], mutable=['batch_stats'])
     loss, parts = losses.vae_loss(pred, extras['mu'], extras['logvar'], batch, config)
     return jax.lax.pmean(loss, DATA), (upd['batch_stats'], parts)
 
   (loss, (stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.gen.params)
   new_gen = _update(state.gen, grads, stats, tx_gen)
   m = {'g_loss': loss, **parts}
-  return state.replace(step=state.step + 1, gen=new_gen), jax.lax.pmean(m, DATA)
+  return _finish(state, new_gen, config), jax.lax.pmean(m, DATA)
 
 
-TRAIN_KEYS = ('masked', 'target', 'patch_mask')  # what a train step reads of a batch
+TRAIN_KEYS = ('masked', 'box', 'target', 'patch_mask')  # what a train step reads of a batch
 
 
 def make_train_step(config, mesh):
@@ -178,7 +233,7 @@ def make_predict(config):
 
   @jax.jit
   def predict(gen_variables, batch):
-    patch, _ = gen.apply(gen_variables, batch['masked'])
+    patch, _ = gen.apply(gen_variables, batch['masked'], box=batch['box'])
     return masks.paste(batch['image'], patch, batch['box'], batch['mask'])
 
   return predict

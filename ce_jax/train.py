@@ -89,6 +89,7 @@ def default_workdir(config) -> str:
 def train_and_evaluate(config, workdir) -> dict:
   """Trains `config` in `workdir` (resuming from its checkpoint), returns the last evaluation."""
   models.validate(config)
+  steps.validate(config)
   mesh = sharding.data_mesh()
   sharding.check_divisible(config.batch_size, mesh)
   sharding.check_divisible(config.eval_batch_size, mesh, 'eval_batch_size')
@@ -120,7 +121,7 @@ def train_and_evaluate(config, workdir) -> dict:
   results = {}
 
   def run_eval(step):
-    res = evaluate.evaluate(state.gen.variables, config, mesh=mesh, max_examples=config.eval_examples,
+    res = evaluate.evaluate(state.eval_variables, config, mesh=mesh, max_examples=config.eval_examples,
                             eval_step=eval_step, grid_path=workdir / 'grids' / f'step_{step}.png')
     writer.scalars(step, res['model'], prefix='eval/')
     return res
@@ -194,6 +195,7 @@ def main(argv):
   try:
     config = cli.config_from_flags()
     models.validate(config)
+    steps.validate(config)
   except ValueError as e:
     sys.exit(f'train: {e}')
   workdir = FLAGS.workdir or default_workdir(config)

@@ -177,8 +177,10 @@ def test_encoder_ends_at_4x4x8width(encoder, size):
     enc = models.ENCODER_CLASSES[encoder](width=width)
     x = jax.ShapeDtypeStruct((B, size, size, 3), jnp.float32)
     v = jax.eval_shape(lambda k, x: enc.init({'params': k}, x), jax.random.key(0), x)
-    y = jax.eval_shape(enc.apply, v, x)
-    assert y.shape == (B, 4, 4, 8 * width), (encoder, size, width, y.shape)
+    stages = jax.eval_shape(enc.apply, v, x)  # every stage's map, for the U-Net skips
+    assert stages[-1].shape == (B, 4, 4, 8 * width), (encoder, size, width, stages[-1].shape)
+    sides = [y.shape[1] for y in stages]
+    assert all(a == 2 * b for a, b in zip(sides, sides[1:])), (encoder, size, sides)
 
 
 # ---------------------------------------------------------------------------------- UpConv

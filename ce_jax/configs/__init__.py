@@ -4,7 +4,7 @@ import importlib
 
 import ml_collections
 
-PRESETS = ('default', 'pathak', 'paper', 'tiny', 'demo')
+PRESETS = ('default', 'pathak', 'paper', 'tiny', 'demo', 'inpaint')
 
 
 def get(name: str) -> ml_collections.ConfigDict:

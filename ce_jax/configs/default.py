@@ -22,6 +22,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.hole_size = 64  # side of the predicted patch; power of two, >= 8, <= image_size
   c.gen_width = 64  # channels of the first encoder stage; the encoder ends at 8x this
   c.disc_width = 64  # channels of the discriminator's first conv
+  # U-Net skips: the decoder also sees the encoder's features over the patch box (not in the
+  # 2016 release; the `inpaint` preset and the shipped model use them: they remove the seams).
+  c.skips = False
+  # Decoder up-sampling: 'deconv' (the original's 4x4 stride-2 transposed convs) or 'bilinear'
+  # (resize, then 3x3 conv: no checkerboard).
+  c.upsample = 'deconv'
   c.conv_impl = 'phase'  # 4x4 stride-2 (up-)convs: 'phase' (fast on CPU) or 'xla'; same params
   c.dtype = 'float32'  # compute dtype: float32 or bfloat16 (parameters stay float32)
 
@@ -49,6 +55,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.optim.b2 = 0.999
   c.optim.gen_lr_mult = 1.0  # generator learning rate = learning_rate * gen_lr_mult
   c.optim.grad_clip = 0.0  # global-norm clipping; 0 disables
+  # 'constant' (the original) or 'cosine': linear warm-up over warmup_steps, then cosine decay
+  # to zero at num_steps (which must then be set).
+  c.optim.schedule = 'constant'
+  c.optim.warmup_steps = 0
+  # Evaluate and ship an exponential moving average of the generator's weights (0 = off).
+  c.optim.ema_decay = 0.0
 
   # Data.
   c.dataset = 'samples'  # samples | places365_small | folder:PATH

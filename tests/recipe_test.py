@@ -1,0 +1,151 @@
+"""The pieces of the shipped model's recipe: U-Net skips, resize-conv up-sampling, the cosine
+schedule, the weight EMA, reconstruction-only GAN steps, and generator exports."""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ce_jax import checkpoints, cli, configs, losses, masks, models, sharding, steps
+
+
+def tiny(**overrides):
+  c = configs.get('tiny')
+  for path, value in overrides.items():
+    cli.set_field(c, path.replace('__', '.'), value)
+  return c
+
+
+def random_batch(config, seed=0):
+  images = jax.random.uniform(jax.random.key(seed), (config.batch_size, config.image_size,
+                                                     config.image_size, 3), minval=-1, maxval=1)
+  return masks.make_batch(images, jax.random.key(seed + 1), config)
+
+
+def host(tree):
+  return jax.tree.map(np.asarray, tree)
+
+
+def test_box_features_crop_each_map_over_the_patch():
+  # 64 px image, 32 px patch at (16, 8): a 32x32 map (stride 2) is cropped to 16x16 at (8, 4),
+  # a 16x16 map (stride 4) to 8x8 at (4, 2); the 64x64 map (the patch's own resolution) and
+  # the 4x4 map (side 2, below the decoder's first level) give nothing.
+  rng = np.random.default_rng(0)
+  stages = [jnp.asarray(rng.normal(size=(2, s, s, 3)), jnp.float32) for s in (64, 32, 16, 8, 4)]
+  box = jnp.array([[16, 8], [0, 32]])
+  out = models.box_features(stages, box, 64, 32)
+  assert sorted(out) == [4, 8, 16]
+  np.testing.assert_array_equal(out[16][0], stages[1][0, 8:24, 4:20])
+  np.testing.assert_array_equal(out[8][0], stages[2][0, 4:12, 2:10])
+  np.testing.assert_array_equal(out[4][1], stages[3][1, 0:4, 4:8])
+
+
+@pytest.mark.parametrize('upsample', models.UPSAMPLES)
+def test_skip_generator_follows_the_box(upsample):
+  config = tiny(skips=True, upsample=upsample)
+  gen, _ = models.create(config)
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-1, maxval=1)
+  variables = jax.jit(gen.init)(jax.random.key(1), x)
+  apply = jax.jit(lambda v, x, box: gen.apply(v, x, box=box)[0])
+  centre = jnp.full((2, 2), (32 - 16) // 2, jnp.int32)
+  np.testing.assert_array_equal(apply(variables, x, None), apply(variables, x, centre))
+  corner = jnp.zeros((2, 2), jnp.int32)
+  assert not np.allclose(apply(variables, x, corner), apply(variables, x, centre))
+  # The same config without skips has a decoder with fewer input channels, nothing else.
+  plain = jax.eval_shape(models.create(tiny(upsample=upsample))[0].init, jax.random.key(1), x)
+  assert set(jax.tree.leaves(jax.tree.map(lambda a: a.ndim, plain))) == set(
+      jax.tree.leaves(jax.tree.map(lambda a: a.ndim, variables)))
+
+
+def test_inpaint_preset_is_the_shipped_architecture():
+  config = configs.get('inpaint')
+  gen, disc = models.create(config)
+  x = jax.ShapeDtypeStruct((1, 128, 128, 3), jnp.float32)
+  v = jax.eval_shape(gen.init, jax.random.key(0), x)
+  n = sum(a.size for a in jax.tree.leaves(v['params']))
+  assert n == 9_484_339, n  # 19 MB in float16: within the package's 25 MB budget
+  patch, _ = jax.eval_shape(gen.apply, v, x)
+  assert patch.shape == (1, 64, 64, 3)
+
+
+def test_cosine_schedule_warms_up_and_decays_to_zero():
+  config = tiny(optim__schedule='cosine', optim__warmup_steps=10, num_steps=110)
+  lr = steps.learning_rate(config, 1e-3)
+  np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(60), lr(110)],
+                             [0.0, 5e-4, 1e-3, 5e-4, 0.0], atol=1e-9)
+  with pytest.raises(ValueError, match='set --num_steps'):
+    steps.validate(tiny(optim__schedule='cosine', num_steps=-1))
+  with pytest.raises(ValueError, match="optim.schedule='linear'"):
+    steps.validate(tiny(optim__schedule='linear'))
+  with pytest.raises(ValueError, match='ema_decay=1.0 must be in'):
+    steps.validate(tiny(optim__ema_decay=1.0))
+
+
+def test_ema_update_against_float64_reference():
+  rng = np.random.default_rng(0)
+  ema, params = rng.normal(size=5), rng.normal(size=5)
+  for step, decay in ((0, 0.999), (5, 0.999), (10_000, 0.999), (10_000, 0.5)):
+    d = min(decay, (1 + step) / (10 + step))
+    got = steps.update_ema(jnp.asarray(ema, jnp.float32), jnp.asarray(params, jnp.float32),
+                           step, decay)
+    np.testing.assert_allclose(got, d * ema + (1 - d) * params, rtol=1e-6)
+
+
+def test_reconstruction_only_gan_step_is_the_l2_step():
+  """adv_weight=0: the generator follows the gradient of the masked L2 alone (checked with SGD
+  against jax.grad of the loss), its EMA moves, and the discriminator is left untouched."""
+  config = tiny(loss__adv_weight=0.0, loss__rec_weight=0.5, optim__ema_decay=0.9)
+  mesh = sharding.data_mesh()
+  state = jax.jit(lambda k: steps.create_train_state(config, k))(jax.random.PRNGKey(0))
+  batch = random_batch(config)
+  before = host(state)
+  gen, _ = models.create(config, train=True)
+
+  def loss(params):
+    (pred, _), _ = gen.apply({'params': params, 'batch_stats': before.gen.batch_stats},
+                             batch['masked'], mutable=['batch_stats'])
+    return 0.5 * losses.reconstruction_loss(pred, batch, config)
+
+  want = jax.grad(loss)(before.gen.params)
+  sgd = optax.sgd(1.0)
+  state = state.replace(gen=state.gen.replace(opt_state=sgd.init(state.gen.params)))
+  orig = steps.optimizers
+  steps.optimizers = lambda c: (sgd, orig(c)[1])
+  try:
+    new, metrics = steps.make_train_step(config, mesh)(state, batch)
+  finally:
+    steps.optimizers = orig
+  got = jax.tree.map(lambda a, b: a - np.asarray(b), before.gen.params, host(new.gen.params))
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, rtol=1e-2, atol=1e-3 * np.abs(w).max())  # p - (p - g): float32 round-off
+  assert set(host(metrics)) == {'g_loss', 'rec_loss'}
+  same = jax.tree.map(np.array_equal, before.disc.params, host(new.disc.params))
+  assert all(jax.tree.leaves(same))
+  # EMA after step 0: d = min(0.9, 1/10) = 0.1 of the old weights.
+  for e, p0, p1 in zip(jax.tree.leaves(host(new.gen_ema)), jax.tree.leaves(before.gen.params),
+                       jax.tree.leaves(host(new.gen.params))):
+    np.testing.assert_allclose(e, 0.1 * p0 + 0.9 * p1, rtol=1e-5, atol=1e-7)
+
+
+def test_export_round_trip_in_float16(tmp_path):
+  config = tiny(skips=True, optim__ema_decay=0.99)
+  variables, _ = steps.init_variables(config, jax.random.PRNGKey(0))
+  checkpoints.export_generator(tmp_path / 'exp', config, variables, step=7)
+  loaded_config, loaded, step = checkpoints.load_generator(tmp_path / 'exp')
+  assert step == 7 and loaded_config.skips and loaded_config.optim.ema_decay == 0.99
+  for a, b in zip(jax.tree.leaves(host(variables)), jax.tree.leaves(host(loaded))):
+    assert b.dtype == np.float32
+    np.testing.assert_array_equal(b, a.astype(np.float16).astype(np.float32))
+
+
+def test_bilinear_upsampling_equals_jax_image_resize():
+  x = np.random.default_rng(0).normal(size=(2, 5, 7, 3))
+  with jax.enable_x64():
+    want = jax.image.resize(jnp.asarray(x), (2, 10, 14, 3), 'bilinear')
+    got = models.upsample2_bilinear(jnp.asarray(x))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
