@@ -14,14 +14,20 @@ def mean_fill(batch):
   return jnp.where(batch['mask'] > 0, mean, batch['image'])
 
 
+def telea_photo(photo: np.ndarray, hole: np.ndarray, radius: int = 5) -> np.ndarray:
+  """An (H, W, 3) uint8 photo with its (H, W) bool hole filled by OpenCV's Telea inpainting
+  (pixels outside the hole are returned unchanged)."""
+  return cv2.inpaint(photo, hole.astype(np.uint8), radius, cv2.INPAINT_TELEA)
+
+
 def telea(batch, radius: int = 5) -> np.ndarray:
-  """Each image's hole filled by `cv2.inpaint(..., cv2.INPAINT_TELEA)` on 8-bit pixels."""
+  """Each image's hole filled by `telea_photo` on 8-bit pixels."""
   images = np.asarray(batch['image'], np.float32)
   holes = np.asarray(batch['mask'])[..., 0] > 0
   out = np.empty_like(images)
   for i, (img, hole) in enumerate(zip(images, holes)):
     u8 = np.clip(np.rint((img + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    painted = cv2.inpaint(u8, hole.astype(np.uint8), radius, cv2.INPAINT_TELEA)
+    painted = telea_photo(u8, hole, radius)
     out[i] = np.where(hole[..., None], painted.astype(np.float32) / 127.5 - 1.0, img)
   return out
 

@@ -10,14 +10,18 @@ generator's weights (no optimizer state, no discriminator):
   meta           {'step', 'rng'}
   config         the run's configuration, as JSON
 
-The manager keeps the last `keep_checkpoints` steps and, beside them, the best step by
-validation report loss.
+The manager keeps the last `keep_checkpoints` steps and, beside them, the best step (the lowest
+validation report loss). `save` refuses a state that holds NaN or Inf, and a step that cannot be
+read back falls back to the previous one where the caller asked for 'latest'.
 """
 
 import json
+import math
 from pathlib import Path
+import sys
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -36,23 +40,53 @@ ARCHITECTURE = ('model', 'encoder', 'bottleneck', 'image_size', 'hole_size', 'ge
 BEST_METRIC = 'report_loss'
 
 
+def _best_metric(metrics) -> float:
+  """The report loss of a step's metrics; a step saved without evaluation ranks last."""
+  return float(metrics.get(BEST_METRIC, math.inf))
+
+
 def manager(workdir, config=None, *, read_only: bool = False) -> ocp.CheckpointManager:
   """The run's CheckpointManager over `workdir/checkpoints`."""
   keep = config.keep_checkpoints if config is not None else 3
   options = ocp.CheckpointManagerOptions(
       read_only=read_only,
       create=not read_only,
+      # Orbax writes a step's metrics to disk only when best_fn is set: without it a resumed run
+      # and `--step=best` see no metrics, and the best step is dropped after a restart.
+      best_fn=_best_metric,
+      best_mode='min',
       preservation_policy=policies.AnyPreservationPolicy([
           policies.LatestN(n=keep),
-          policies.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=False, n=1,
+          # BestN sorts by the metric (descending with reverse=True) and keeps the last n of
+          # that order: reverse=True keeps the lowest report loss (orbax 0.12).
+          policies.BestN(get_metric_fn=_best_metric, reverse=True, n=1,
                          keep_checkpoints_without_metrics=False),
       ]),
   )
   return ocp.CheckpointManager(Path(workdir).absolute() / 'checkpoints', options=options)
 
 
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def is_finite(state: steps.TrainState) -> bool:
+  """Whether every float of the state (parameters, statistics, EMA, optimizer states) is finite:
+  one jitted reduction and one host sync."""
+  return bool(_all_finite(state))
+
+
 def save(mngr: ocp.CheckpointManager, state: steps.TrainState, config, metrics=None) -> None:
-  """Starts an asynchronous save of `state` at its step (call mngr.wait_until_finished() to end)."""
+  """Starts an asynchronous save of `state` at its step (call mngr.wait_until_finished() to end).
+
+  Raises FloatingPointError, saving nothing, when the state holds NaN or Inf: a diverged run
+  must not bury its last good checkpoints under unusable ones.
+  """
+  if not is_finite(state):
+    raise FloatingPointError(f'The state at step {int(state.step)} holds NaN or Inf; not saved.')
   items = {
       'generator': ocp.args.StandardSave(state.gen.variables),
       'generator_opt': ocp.args.StandardSave(state.gen.opt_state),
@@ -65,7 +99,8 @@ def save(mngr: ocp.CheckpointManager, state: steps.TrainState, config, metrics=N
     items['discriminator'] = ocp.args.StandardSave(
         {'params': state.disc.params, 'batch_stats': state.disc.batch_stats,
          'opt_state': state.disc.opt_state})
-  mngr.save(int(state.step), args=ocp.args.Composite(**items), metrics=metrics, force=True)
+  # {} for a step without evaluation: orbax wants metrics on every save once best_fn is set.
+  mngr.save(int(state.step), args=ocp.args.Composite(**items), metrics=metrics or {}, force=True)
 
 
 def _merge(base: ml_collections.ConfigDict, saved: dict) -> None:
@@ -123,6 +158,46 @@ def restore_state(mngr, step: int, abstract_state: steps.TrainState, sharding) -
                           gen_ema=r['generator_ema'] if s.gen_ema is not None else None)
 
 
+def _reason(e: Exception) -> str:
+  """The first line of an error, short enough for a one-line message."""
+  text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+  return text[:160]
+
+
+def restore_with_fallback(mngr, step: int | str | None, restore_fn, warn=None):
+  """Runs restore_fn(step) on the resolved step; returns (result, step used).
+
+  When `step` is 'latest' (or None) and that checkpoint cannot be read (a truncated or missing
+  file), warns in one line and tries the steps before it, newest first. A named step ('best', N)
+  that cannot be read is a one-line ValueError naming the other saved steps.
+  """
+  warn = warn or (lambda message: print(message, file=sys.stderr, flush=True))
+  chosen = resolve_step(mngr, step)
+  saved = mngr.all_steps()
+  latest = step in (None, 'latest', -1)
+  candidates = [s for s in sorted(saved, reverse=True) if s <= chosen] if latest else [chosen]
+  failures = []
+  for s in candidates:
+    try:
+      return restore_fn(s), s
+    except ValueError as e:
+      if str(e).startswith('The checkpoint in '):  # check_compatible: not a damaged file
+        raise
+      failures.append((s, e))
+    except Exception as e:  # pylint: disable=broad-except  # Any damage: try the step before.
+      failures.append((s, e))
+    if latest and s != candidates[-1]:
+      warn(f'warning: checkpoint {s} in {mngr.directory} cannot be read '
+           f'({_reason(failures[-1][1])}); falling back to step {candidates[candidates.index(s) + 1]}.')
+  s, e = failures[-1]
+  others = [x for x in saved if x not in [f[0] for f in failures]]
+  if latest:
+    raise ValueError(f'No readable checkpoint in {mngr.directory}: steps {[f[0] for f in failures]} '
+                     f'cannot be read ({_reason(failures[0][1])}).')
+  raise ValueError(f'Checkpoint {s} in {mngr.directory} cannot be read ({_reason(e)}); other saved '
+                   f'steps: {others or "none"}.')
+
+
 def resolve_step(mngr, step: int | str | None) -> int:
   """A checkpoint step from 'latest' / None, 'best', or a number; one-line error when absent."""
   steps_saved = mngr.all_steps()
@@ -135,7 +210,11 @@ def resolve_step(mngr, step: int | str | None) -> int:
     scored = [(m[BEST_METRIC], s) for s in steps_saved
               if (m := mngr.metrics(s)) and BEST_METRIC in m]
     return min(scored)[1] if scored else steps_saved[-1]
-  if int(step) not in steps_saved:
+  try:
+    step = int(step)
+  except ValueError:
+    raise ValueError(f"--step={step!r}: use 'latest', 'best' or a step number.") from None
+  if step not in steps_saved:
     raise ValueError(f'No checkpoint at step {step} in {where}; saved steps: {steps_saved}.')
   return int(step)
 
@@ -175,18 +254,24 @@ def load_generator(workdir, step=None):
     raise ValueError(f'No pretrained model in {PRETRAINED_DIR}; this copy of ce_jax ships '
                      'none. Pass --workdir of a trained run.')
   mngr = manager(workdir, read_only=True)
-  step = resolve_step(mngr, step)
-  config = saved_config(mngr, step)
-  gen_vars, _ = jax.eval_shape(lambda: steps.init_variables(config, jax.random.PRNGKey(0)))
-  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  items = {'generator': ocp.args.StandardRestore(_abstract(gen_vars, sharding))}
-  if config.optim.ema_decay > 0:
-    items['generator_ema'] = ocp.args.StandardRestore(_abstract(gen_vars['params'], sharding))
-  r = mngr.restore(step, args=ocp.args.Composite(**items))
-  mngr.close()
-  variables = r['generator']
-  if config.optim.ema_decay > 0:
-    variables = {'params': r['generator_ema'], 'batch_stats': variables['batch_stats']}
+
+  def restore(s):
+    config = saved_config(mngr, s)
+    gen_vars, _ = jax.eval_shape(lambda: steps.init_variables(config, jax.random.PRNGKey(0)))
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    items = {'generator': ocp.args.StandardRestore(_abstract(gen_vars, sharding))}
+    if config.optim.ema_decay > 0:
+      items['generator_ema'] = ocp.args.StandardRestore(_abstract(gen_vars['params'], sharding))
+    r = mngr.restore(s, args=ocp.args.Composite(**items))
+    variables = r['generator']
+    if config.optim.ema_decay > 0:
+      variables = {'params': r['generator_ema'], 'batch_stats': variables['batch_stats']}
+    return config, variables
+
+  try:
+    (config, variables), step = restore_with_fallback(mngr, step, restore)
+  finally:
+    mngr.close()
   return config, variables, step
 
 

@@ -66,7 +66,13 @@ def set_field(config: ml_collections.ConfigDict, path: str, value) -> None:
       raise ValueError(f'Cannot parse {path}={value!r} as a {type(current).__name__}.') from e
   if isinstance(current, float) and isinstance(value, int):
     value = float(value)
-  node[leaf] = value
+  if isinstance(current, tuple) and isinstance(value, list):
+    value = tuple(value)
+  try:
+    node[leaf] = value
+  except TypeError:  # ml_collections refuses a value of another type (fill=5 for a tuple)
+    raise ValueError(f'{path}={value!r} is not a {type(current).__name__} like its default '
+                     f'{current!r}.') from None
 
 
 def config_from_flags(flag_values=flags.FLAGS) -> ml_collections.ConfigDict:

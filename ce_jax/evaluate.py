@@ -95,7 +95,7 @@ def main(argv):
              "'pretrained').")
   try:
     run(FLAGS.workdir, FLAGS.step)
-  except ValueError as e:
+  except (ValueError, OSError, FloatingPointError) as e:
     sys.exit(f'evaluate: {e}')
 
 
@@ -107,6 +107,9 @@ def run(workdir: str, step: str) -> dict:
       config[field] = FLAGS[field].value
   if FLAGS.mask:
     config.mask.kind = FLAGS.mask
+  input_pipeline.validate(config)
+  if FLAGS.split == 'test':
+    input_pipeline.num_examples(config, 'test')  # one line now if the split is empty
   out = Path(FLAGS.out or ('runs/pretrained_eval' if workdir == checkpoints.PRETRAINED
                            else Path(workdir) / 'eval'))
   results = evaluate(gen_variables, config, split=FLAGS.split, max_examples=FLAGS.max_examples,

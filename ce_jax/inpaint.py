@@ -8,8 +8,15 @@
 
 Each hole is painted at the model's resolution: a square window around it, scaled so the hole
 fits the model's hole, goes through the generator, and the painted pixels are scaled back and
-pasted into the full-resolution photo. A narrow band around the hole is blended; every pixel
-farther out is left exactly as it was.
+pasted into the full-resolution photo. A model trained on square holes (mask kind center or
+block) is shown the whole square of its training around the hole, whatever the hole's shape.
+A narrow band around the hole is blended; every pixel farther out is left exactly as it was.
+
+Outputs: a photo P under --input (a folder) is written to OUTPUT/<P's folder relative to
+--input>/STEM_filled.png. When photos of one folder share a stem (a.jpg, a.png), the first in
+name order keeps STEM_filled.png and the others are named STEM_EXT_filled.png (a_png_filled.png),
+so no output overwrites another. A photo that cannot be read or filled is skipped with a one-line
+warning; the command fails only when no photo could be filled.
 """
 
 from pathlib import Path
@@ -47,7 +54,11 @@ def hole_from_spec(spec: str, height: int, width: int, config) -> np.ndarray:
     return hole
   if not Path(spec).is_file():
     raise ValueError(f"--mask={spec!r} is neither 'center', x,y,w,h nor an existing mask image.")
-  img = Image.open(spec).convert('L').resize((width, height), Image.NEAREST)
+  try:
+    with Image.open(spec) as img:
+      img = img.convert('L').resize((width, height), Image.NEAREST)
+  except Exception as e:  # pylint: disable=broad-except  # PIL raises many kinds
+    raise ValueError(f'Cannot read mask image {spec}: {_first_line(e)}') from None
   hole = np.asarray(img) > 127
   if not hole.any():
     raise ValueError(f'Mask {spec} has no white (hole) pixels.')
@@ -72,6 +83,12 @@ def window_for(hole: np.ndarray, config) -> tuple[int, int, int]:
   return (*masks.square_around(hole, side), side)
 
 
+# Masks of these kinds train a model on the whole square inside the patch box only; such a model
+# paints any other hole shape poorly, so it is shown that square (the box less its overlap)
+# around the user's hole, and only the user's hole is pasted back.
+SQUARE_HOLES = ('center', 'block')
+
+
 def fill_one(photo: np.ndarray, hole: np.ndarray, config, gen_variables, predict,
              blend: int) -> np.ndarray:
   """Paints one connected hole of a float [-1, 1] photo; returns the new photo."""
@@ -84,6 +101,9 @@ def fill_one(photo: np.ndarray, hole: np.ndarray, config, gen_variables, predict
   region = np.maximum(region, cv2.resize(crop_hole.astype(np.uint8), (s, s),
                                          interpolation=cv2.INTER_AREA) > 0)  # no hole pixel lost
   box = masks.box_around(region, config.hole_size, config.mask.overlap)
+  if config.mask.kind in SQUARE_HOLES:  # show the model the hole it learnt to fill
+    square = masks.place(masks.box_region(config.hole_size, config.mask.overlap), box, s)
+    region = np.maximum(region, np.asarray(square) > 0)
   batch = masks.assemble(small[None], region[None, ..., None].astype(np.float32),
                          np.asarray(box)[None], config)
   filled = np.asarray(predict(gen_variables, batch))[0]
@@ -99,6 +119,8 @@ def fill_one(photo: np.ndarray, hole: np.ndarray, config, gen_variables, predict
 def inpaint_photo(photo_u8: np.ndarray, hole: np.ndarray, config, gen_variables, predict=None,
                   blend: int = 3) -> np.ndarray:
   """Fills every connected hole of an (H, W, 3) uint8 photo; returns uint8 of the same size."""
+  if not (isinstance(blend, (int, np.integer)) and blend >= 0):
+    raise ValueError(f'--blend={blend} must be a whole number of pixels >= 0.')
   predict = predict or steps.make_predict(config)
   photo = photo_u8.astype(np.float32) / 127.5 - 1.0
   n, labels = cv2.connectedComponents(hole.astype(np.uint8), connectivity=8)
@@ -110,26 +132,71 @@ def inpaint_photo(photo_u8: np.ndarray, hole: np.ndarray, config, gen_variables,
   return out
 
 
+def _first_line(e: Exception) -> str:
+  text = str(e).strip()
+  return text.splitlines()[0][:200] if text else type(e).__name__
+
+
 def read_photo(path: Path) -> np.ndarray:
+  """A photo as uint8 RGB, of any size: PIL's decompression-bomb limit is lifted (the photos
+  are the user's own, and inpainting promises any size)."""
+  limit = Image.MAX_IMAGE_PIXELS
+  Image.MAX_IMAGE_PIXELS = None
   try:
-    return np.asarray(ImageOps.exif_transpose(Image.open(path)).convert('RGB'))
-  except (OSError, ValueError) as e:
-    raise ValueError(f'Cannot read image {path}: {e}') from None
+    with Image.open(path) as img:
+      return np.asarray(ImageOps.exif_transpose(img).convert('RGB'))
+  except Exception as e:  # pylint: disable=broad-except  # PIL raises many kinds
+    raise ValueError(f'Cannot read image {path}: {_first_line(e)}') from None
+  finally:
+    Image.MAX_IMAGE_PIXELS = limit
+
+
+def output_paths(files: list[Path], src: Path, out_dir: Path) -> dict[Path, Path]:
+  """Each input photo's output path, unique (see the module's docstring for the rule)."""
+  taken, paths = set(), {}
+  for path in sorted(files):
+    folder = out_dir / (path.parent.relative_to(src) if src.is_dir() else Path())
+    ext = path.suffix.lstrip('.').lower()
+    candidates = [folder / f'{path.stem}_filled.png', folder / f'{path.stem}_{ext}_filled.png']
+    candidates += [folder / f'{path.stem}_{ext}_{i}_filled.png' for i in range(2, len(files) + 2)]
+    target = next(c for c in candidates if c not in taken)
+    taken.add(target)
+    paths[path] = target
+  return paths
 
 
 FLAGS = flags.FLAGS
 
 
-def define_flags():
-  """Flags of this command (defined only when it runs, so modules import each other freely)."""
+def define_model_flags():
+  """--workdir, --step and --blend: which generator paints, and how it is pasted (also the app's)."""
   flags.DEFINE_string('workdir', checkpoints.PRETRAINED,
                       "Training run directory (holds checkpoints/), an export, or 'pretrained' "
                       '(the model shipped with ce_jax).')
   flags.DEFINE_string('step', 'latest', "Checkpoint: 'latest', 'best' or a step number.")
-  flags.DEFINE_string('input', None, 'A photo, or a folder of photos.')
-  flags.DEFINE_string('output', 'inpainted', 'Folder for the filled photos.')
-  flags.DEFINE_string('mask', 'center', "'center', 'x,y,w,h' or a mask image (white = hole).")
   flags.DEFINE_integer('blend', 3, 'Width in photo pixels of the blended band around each hole.')
+
+
+def define_flags():
+  """Flags of this command (defined only when it runs, so modules import each other freely)."""
+  define_model_flags()
+  flags.DEFINE_string('input', None, 'A photo, or a folder of photos.')
+  flags.DEFINE_string('output', 'inpainted', 'Folder for the filled photos (STEM_filled.png, in '
+                      "the input's sub-folders; STEM_EXT_filled.png when stems repeat).")
+  flags.DEFINE_string('mask', 'center', "'center', 'x,y,w,h' or a mask image (white = hole).")
+
+
+def _check_mask_spec(spec: str) -> None:
+  """Refuses a mask file that cannot be read before any photo is painted."""
+  if spec == 'center' or spec.count(',') == 3:
+    return
+  if not Path(spec).is_file():
+    raise ValueError(f"--mask={spec!r} is neither 'center', x,y,w,h nor an existing mask image.")
+  try:
+    with Image.open(spec) as img:
+      img.load()
+  except Exception as e:  # pylint: disable=broad-except  # PIL raises many kinds
+    raise ValueError(f'Cannot read mask image {spec}: {_first_line(e)}') from None
 
 
 def main(argv):
@@ -137,11 +204,13 @@ def main(argv):
   del argv
   if not FLAGS.input:
     sys.exit('inpaint: --input is required (a photo or a folder of photos).')
+  if FLAGS.blend < 0:
+    sys.exit(f'inpaint: --blend={FLAGS.blend} must be >= 0 (pixels of blended band; 0 = none).')
   try:
-    config, gen_variables, step = checkpoints.load_generator(FLAGS.workdir, FLAGS.step)
     src = Path(FLAGS.input)
     if src.is_dir():
-      files = sorted(p for p in src.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
+      files = sorted(p for p in src.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES
+                     and p.is_file())
     elif src.is_file():
       files = [src]
     else:
@@ -149,17 +218,37 @@ def main(argv):
     if not files:
       raise ValueError(f'No images ({", ".join(IMAGE_SUFFIXES)}) under {src}.')
     out_dir = Path(FLAGS.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+      raise ValueError(f'--output={out_dir} is an existing file; name a folder.')
+    _check_mask_spec(FLAGS.mask)
+    config, gen_variables, step = checkpoints.load_generator(FLAGS.workdir, FLAGS.step)
+    del step
     predict = steps.make_predict(config)
+    targets = output_paths(files, src, out_dir)
+    failed = []
     for path in files:
-      photo = read_photo(path)
-      hole = hole_from_spec(FLAGS.mask, *photo.shape[:2], config)
-      result = inpaint_photo(photo, hole, config, gen_variables, predict, FLAGS.blend)
-      target = out_dir / f'{path.stem}_filled.png'
+      try:
+        photo = read_photo(path)
+        hole = hole_from_spec(FLAGS.mask, *photo.shape[:2], config)
+        result = inpaint_photo(photo, hole, config, gen_variables, predict, FLAGS.blend)
+      except ValueError as e:
+        if len(files) == 1:
+          raise
+        failed.append(path)
+        print(f'inpaint: skipping {path}: {e}', file=sys.stderr, flush=True)
+        continue
+      target = targets[path]
+      target.parent.mkdir(parents=True, exist_ok=True)
       Image.fromarray(result).save(target)
       print(f'{path} -> {target}')
-  except ValueError as e:
+  except (ValueError, OSError) as e:
     sys.exit(f'inpaint: {e}')
+  if failed:
+    names = ', '.join(str(p) for p in failed[:5]) + (', ...' if len(failed) > 5 else '')
+    message = f'filled {len(files) - len(failed)} of {len(files)} photos; skipped {names}.'
+    if len(failed) == len(files):
+      sys.exit(f'inpaint: no photo could be filled: {message}')
+    print(f'inpaint: {message}', file=sys.stderr)
 
 
 if __name__ == '__main__':

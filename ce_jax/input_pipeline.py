@@ -312,6 +312,23 @@ def _options() -> tf.data.Options:
   return options
 
 
+def validate(config) -> None:
+  """One-line errors for data settings that would otherwise fail (or silently mislead) later."""
+  for what in ('batch_size', 'eval_batch_size'):
+    value = config[what]
+    if not isinstance(value, int) or value <= 0:
+      raise ValueError(f'{what}={value!r} must be a positive integer.')
+  if not 0.0 <= config.train_crop_min <= 1.0:
+    raise ValueError(f'train_crop_min={config.train_crop_min} must be in [0, 1] (0 = rescale and '
+                     'crop; f > 0 = a random window of f..1 x the shorter side).')
+  if not 0.0 <= config.folder_test_fraction <= 1.0:
+    raise ValueError(f'folder_test_fraction={config.folder_test_fraction} must be in [0, 1].')
+  fill = config.fill
+  if (not isinstance(fill, (tuple, list)) or len(fill) != 3
+      or not all(isinstance(v, (int, float)) and -1.0 <= v <= 1.0 for v in fill)):
+    raise ValueError(f'fill={fill!r} must be three numbers in [-1, 1] (an RGB colour).')
+
+
 def host_batch_size(config, split: str) -> int:
   """This host's share of the global (train or eval) batch."""
   what = 'batch_size' if split == 'train' else 'eval_batch_size'

@@ -70,7 +70,7 @@ class _Layers(nn.Module):
 
 
 CONV_IMPLS = ('phase', 'xla')
-UPSAMPLES = ('deconv', 'bilinear')
+UPSAMPLES = ('deconv', 'nearest', 'bilinear')
 _DN = ('NHWC', 'HWIO', 'NHWC')
 _PHASE_TAPS = np.array([[3, 1], [2, 0]])  # [output phase][2x2 window row] -> 4x4 kernel row
 
@@ -170,11 +170,43 @@ class UpConv(_Stride2Conv):
   """
 
   def apply_kernel(self, x, kernel):
-    if self.impl == 'phase':
-      return conv_up(x, kernel.swapaxes(2, 3))  # the transpose of a conv from `features` to in
-    # A transposed conv correlates the 2x-dilated input with the spatially flipped kernel.
-    return jax.lax.conv_transpose(x, kernel[::-1, ::-1], (2, 2), ((2, 2), (2, 2)),
-                                  dimension_numbers=_DN)
+    return up_conv(x, kernel, self.impl)
+
+
+def up_conv(x, kernel, impl: str = 'phase'):
+  """Torch's SpatialFullConvolution(4, 4, 2, 2, 1, 1) of x with a (4, 4, in, out) kernel."""
+  if impl == 'phase':
+    return conv_up(x, kernel.swapaxes(2, 3))  # the transpose of a conv from `out` to `in`
+  # A transposed conv correlates the 2x-dilated input with the spatially flipped kernel.
+  return jax.lax.conv_transpose(x, kernel[::-1, ::-1], (2, 2), ((2, 2), (2, 2)),
+                                dimension_numbers=_DN)
+
+
+# Nearest x2 up-sampling then a 3x3 convolution is a 4x4 stride-2 transposed convolution whose
+# kernel rows are sums of the 3x3 kernel's rows: out[2m] = w0 x[m-1] + (w1 + w2) x[m] and
+# out[2m+1] = (w0 + w1) x[m] + w2 x[m+1], i.e. 4x4 rows (w2, w1 + w2, w0 + w1, w0).
+_NEAREST_TAPS = np.array([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]], np.float32)
+
+
+class NearestUpConv(nn.Module):
+  """Nearest-neighbour x2 up-sampling, then a 3x3 convolution (parameters: its 3x3 kernel).
+
+  Every output pixel gets the same number of taps, so it cannot paint the checkerboard of a
+  transposed convolution; computed as one (`up_conv`), by phases, at a transposed conv's cost.
+  """
+  features: int
+  use_bias: bool = False
+  impl: str = 'phase'
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    w = self.param('kernel', weight_init, (3, 3, x.shape[-1], self.features), jnp.float32)
+    kernel = jnp.einsum('ya,xb,abio->yxio', _NEAREST_TAPS, _NEAREST_TAPS, w)
+    y = up_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.impl)
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32).astype(y.dtype)
+    return y
 
 
 class PathakEncoder(_Layers):
@@ -300,10 +332,12 @@ class Decoder(_Layers):
   upsample: str = 'deconv'
 
   def up(self, features, bias):
-    """x2 up-sampling: the original's 4x4 stride-2 transposed conv ('deconv'), or a bilinear
-    resize then a 3x3 conv ('bilinear'), which cannot paint a checkerboard or block grid."""
+    """x2 up-sampling: the original's 4x4 stride-2 transposed conv ('deconv'), or a nearest
+    ('nearest') or bilinear ('bilinear') resize then a 3x3 conv, which paint no checkerboard."""
     if self.upsample == 'deconv':
       return UpConv(features, use_bias=bias, impl=self.conv_impl, dtype=self.dtype)
+    if self.upsample == 'nearest':
+      return NearestUpConv(features, use_bias=bias, impl=self.conv_impl, dtype=self.dtype)
     conv = self.conv(features, 3, bias=bias)
     return lambda x: conv(upsample2_bilinear(x))
 

@@ -6,10 +6,18 @@
 
 A workdir that holds a checkpoint is resumed; SIGTERM / SIGINT (Ctrl-C) save one and exit.
 The workdir gets TensorBoard events, metrics.jsonl, checkpoints/ and grids/step_N.png.
+
+Nothing is lost: one trainer at a time holds a workdir (train.lock); every setting is checked
+before step 1; a state holding NaN or Inf is never saved; a checkpoint that cannot be read is
+moved to unreadable_checkpoints/ and training resumes from the one before it; and an error in
+the loop (a failing evaluation) saves the last step before it ends the run.
 """
 
+import contextlib
+import fcntl
 import json
 import math
+import os
 from pathlib import Path
 import signal
 import sys
@@ -72,6 +80,56 @@ class Writer:
       self.jsonl.close()
 
 
+class WorkdirLock:
+  """An exclusive flock on WORKDIR/train.lock, held while training: a second trainer on the same
+  workdir is refused, and the kernel frees the lock when its owner exits or is killed."""
+
+  NAME = 'train.lock'
+
+  def __init__(self, workdir):
+    self.path = Path(workdir) / self.NAME
+    self.fd = None
+
+  def __enter__(self):
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      owner = os.read(fd, 32).decode(errors='replace').strip() or 'unknown'
+      os.close(fd)
+      raise ValueError(f'{self.path.parent} is in use by another training process (pid {owner}); '
+                       'wait for it to end or stop it, or use another --workdir.') from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f'{os.getpid()}\n'.encode())
+    self.fd = fd
+    return self
+
+  def __exit__(self, *exc):
+    if self.fd is not None:
+      os.close(self.fd)  # releases the lock; the file stays (removing it would race a new owner)
+      self.fd = None
+
+
+POSITIVE_FIELDS = ('log_every', 'eval_every', 'checkpoint_every', 'gen_width', 'disc_width',
+                   'keep_checkpoints', 'grid_images')
+
+
+def validate(config) -> None:
+  """One-line errors for every setting of a run, before step 1 (so that no setting can fail a
+  run after hours of training)."""
+  models.validate(config)
+  steps.validate(config)
+  input_pipeline.validate(config)
+  for field in POSITIVE_FIELDS:
+    value = config[field]
+    if not isinstance(value, int) or value <= 0:
+      raise ValueError(f'{field}={value!r} must be a positive integer.')
+  if not config.optim.grad_clip >= 0:
+    raise ValueError(f'optim.grad_clip={config.optim.grad_clip} must be >= 0 (0 = no clipping).')
+  if not (math.isfinite(config.optim.learning_rate) and config.optim.learning_rate > 0):
+    raise ValueError(f'learning_rate={config.optim.learning_rate} must be a positive number.')
+
+
 def total_steps(config, train_size: int) -> int:
   """num_steps when given, else num_epochs passes over the training split."""
   if config.num_steps > 0:
@@ -88,31 +146,81 @@ def default_workdir(config) -> str:
 
 def train_and_evaluate(config, workdir) -> dict:
   """Trains `config` in `workdir` (resuming from its checkpoint), returns the last evaluation."""
-  models.validate(config)
-  steps.validate(config)
+  validate(config)
   mesh = sharding.data_mesh()
   sharding.check_divisible(config.batch_size, mesh)
   sharding.check_divisible(config.eval_batch_size, mesh, 'eval_batch_size')
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock:
+    return _train(config, workdir, mesh)
+
+
+def _resume(mngr, workdir: Path, config, init, key, replicated):
+  """(state, step) of the newest readable, finite checkpoint, or (None, None) when none exists.
+
+  A newer checkpoint that cannot be read (or holds NaN) is moved to unreadable_checkpoints/, out
+  of the way of the steps that will be saved again, and not deleted.
+  """
+  if mngr.latest_step() is None:
+    return None, None
+  abstract = jax.eval_shape(init, key)
+
+  def restore(step):
+    checkpoints.check_compatible(checkpoints.saved_config(mngr, step), config, str(workdir))
+    state = checkpoints.restore_state(mngr, step, abstract, replicated)
+    if not checkpoints.is_finite(state):
+      raise FloatingPointError('it holds NaN or Inf')
+    return state
+
+  state, start = checkpoints.restore_with_fallback(mngr, 'latest', restore, warn=log)
+  return state, start
+
+
+def _set_aside(mngr, workdir: Path, start: int, config):
+  """Moves the checkpoints newer than `start` (unreadable) out of checkpoints/; a new manager."""
+  newer = [s for s in mngr.all_steps() if s > start]
+  if not newer or jax.process_index() > 0:
+    return mngr
+  mngr.close()
+  aside = workdir / 'unreadable_checkpoints'
+  aside.mkdir(exist_ok=True)
+  for s in newer:
+    target = aside / f'{s}_{time.strftime("%Y%m%d-%H%M%S")}'
+    (Path(mngr.directory) / str(s)).rename(target)
+    log('Moved unreadable checkpoint %d to %s', s, target)
+  return checkpoints.manager(workdir, config)
+
+
+def _train(config, workdir: Path, mesh) -> dict:
+  """train_and_evaluate's body, run while holding the workdir's lock."""
   mngr = checkpoints.manager(workdir, config)
   replicated = sharding.replicated(mesh)
   init = jax.jit(lambda k: steps.create_train_state(config, k), out_shardings=replicated)
   key = jax.random.PRNGKey(config.seed)
 
-  start = mngr.latest_step()
+  try:
+    state, start = _resume(mngr, workdir, config, init, key, replicated)
+  except BaseException:
+    mngr.close()
+    raise
   if start is not None:
-    checkpoints.check_compatible(checkpoints.saved_config(mngr, start), config, str(workdir))
-    state = checkpoints.restore_state(mngr, start, jax.eval_shape(init, key), replicated)
+    mngr = _set_aside(mngr, workdir, start, config)
     log('Resumed from step %d in %s', start, workdir)
   else:
     start = 0
     state = init(key)
+  last_saved = start if mngr.all_steps() else None  # a step whose checkpoint is finite
   checkpoints.write_json(workdir / 'config.json', config.to_dict())
 
   # A resumed run draws new shuffles and masks instead of replaying those of step 0.
   train_ds, skipped = input_pipeline.create_dataset(config, 'train', seed=config.seed + start)
   n_steps = total_steps(config, input_pipeline.num_examples(config, 'train'))
+  # The first evaluation comes after eval_every steps: check now that its split has a readable
+  # image, rather than lose those steps to an empty or unreadable held-out split.
+  input_pipeline.create_dataset(config, 'test', seed=config.seed, shuffle=False, repeat=False,
+                                augment=False)
   data_key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), start)
   batches = input_pipeline.device_batches(train_ds, config, mesh, data_key)
   train_step = steps.make_train_step(config, mesh)
@@ -127,14 +235,23 @@ def train_and_evaluate(config, workdir) -> dict:
     return res
 
   def save(step, metrics=None):
-    checkpoints.save(mngr, state, config, metrics)
+    nonlocal last_saved
+    try:
+      checkpoints.save(mngr, state, config, metrics)
+    except FloatingPointError:
+      good = (f'the last good checkpoint is step {last_saved}' if last_saved is not None
+              else 'no checkpoint was saved')
+      raise FloatingPointError(
+          f'Training diverged by step {step}: its state holds NaN or Inf and was not saved; '
+          f'{good} in {workdir}. Lower --learning_rate, or use --dtype=float32.') from None
+    last_saved = step
     log('Saved checkpoint %d', step)
 
   log('Training %s/%s for %d steps (batch %d on %d devices) in %s', config.model,
                config.encoder, n_steps, config.batch_size, mesh.devices.size, workdir)
   bar = tqdm.tqdm(total=n_steps, initial=start, unit='step', dynamic_ncols=True,
                   disable=jax.process_index() > 0 or not sys.stderr.isatty())
-  last_good, tick, tick_step = start, time.perf_counter(), start
+  tick, tick_step = time.perf_counter(), start
   try:
     with StopRequest() as stop:
       for step in range(start + 1, n_steps + 1):
@@ -145,9 +262,11 @@ def train_and_evaluate(config, workdir) -> dict:
         if step % config.log_every == 0 or done:
           values = jax.device_get(train_metrics)  # the only host sync between logs
           if not all(math.isfinite(float(v)) for v in values.values()):
+            good = (f'the last good checkpoint is step {last_saved}' if last_saved is not None
+                    else 'no checkpoint was saved')
             raise FloatingPointError(
-                f'Training diverged at step {step} ({values}); the last good checkpoint is step '
-                f'{last_good} in {workdir}. Lower --learning_rate, or use --dtype=float32.')
+                f'Training diverged at step {step} ({values}); {good} in {workdir}. Lower '
+                '--learning_rate, or use --dtype=float32.')
           now = time.perf_counter()
           values['images_per_sec'] = (step - tick_step) * config.batch_size / (now - tick)
           tick, tick_step = now, step
@@ -164,10 +283,21 @@ def train_and_evaluate(config, workdir) -> dict:
         if eval_now or step % config.checkpoint_every == 0 or done:
           save(step, {checkpoints.BEST_METRIC: results['model'][checkpoints.BEST_METRIC]}
                if eval_now else None)
-          last_good = step
         if stopping:
           log('%s received: saved step %d, exiting; run again to resume.', stop.signal, step)
           break
+  except Exception:
+    # An error in the loop (a failing evaluation, an input error) keeps the steps trained so
+    # far: save the last finite state unless it is saved already.
+    done_step = int(state.step)
+    if done_step != (last_saved or 0) and done_step not in mngr.all_steps():
+      try:
+        if checkpoints.is_finite(state):
+          save(done_step)
+          log('Saved step %d before stopping on the error below.', done_step)
+      except Exception as e:  # pylint: disable=broad-except  # The original error matters more.
+        log('Could not save step %d: %s', done_step, e)
+    raise
   finally:
     bar.close()
     batches.close()
@@ -194,14 +324,13 @@ def main(argv):
     sys.exit(f'train: unexpected arguments {argv[1:]}; flags look like --name=value.')
   try:
     config = cli.config_from_flags()
-    models.validate(config)
-    steps.validate(config)
+    validate(config)
   except ValueError as e:
     sys.exit(f'train: {e}')
   workdir = FLAGS.workdir or default_workdir(config)
   try:
     results = train_and_evaluate(config, workdir)
-  except (ValueError, FloatingPointError) as e:
+  except (ValueError, FloatingPointError, OSError) as e:
     sys.exit(f'train: {e}')
   if results:
     print(evaluate.format_table(results))

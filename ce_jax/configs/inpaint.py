@@ -4,10 +4,11 @@
 Where it differs from the 2016 release, and why (ablations: experiments/pretrained/README.md):
 * skips=True: the decoder also sees the encoder's features over the patch box; the 1x1 code
   alone paints seams at the hole's border.
-* upsample='bilinear': bilinear x2 resize then 3x3 conv in the decoder, instead of the
-  transposed convs whose uneven overlap paints a fine grid.
-* width 32, bottleneck 1000: 10 M parameters (the original has 71 M), small enough to ship
-  (20 MB in float16) and to train on a CPU.
+* upsample='nearest': nearest x2 up-sampling then a 3x3 conv in the decoder (computed as a tied
+  transposed conv, at its cost), instead of the transposed convs whose uneven overlap paints a
+  fine grid.
+* width 32, bottleneck 1000: 9.5 M parameters (the original has 71 M), small enough to ship
+  (17.5 MB in float16) and to train on a CPU.
 * adv_weight=0: masked L2 alone (the adversarial term trades PSNR for sharpness; the
   discriminator is then skipped, which halves the step).
 * Adam beta1 0.9, a warm-up and cosine decay of the learning rate, an EMA of the weights for
@@ -15,6 +16,10 @@ Where it differs from the 2016 release, and why (ablations: experiments/pretrain
 
   python -m experiments.pretrained.make_training_set --out=DATA
   python -m ce_jax.train --config=inpaint --dataset=folder:DATA --workdir=WORKDIR
+  python -m ce_jax.export --workdir=WORKDIR --out=ce_jax/pretrained
+
+Expected (the shipped model, 65 minutes on 2 CPU cores): 17.07 dB PSNR over the hole on the 293
+held-out photos, against 15.59 for OpenCV's Telea (ce_jax/pretrained/MODEL_CARD.md).
 """
 
 from ce_jax.configs import default
@@ -23,7 +28,7 @@ from ce_jax.configs import default
 def get_config():
   c = default.get_config()
   c.skips = True
-  c.upsample = 'bilinear'
+  c.upsample = 'nearest'
   c.gen_width = 32
   c.bottleneck = 1000
   c.loss.adv_weight = 0.0
