@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from ce_jax import baselines, checkpoints, inpaint, steps
+from ce_jax import baselines, checkpoints, inpaint, masks, steps
 
 MAX_SIDE = 4096  # px on a photo's longest side; larger ones are downscaled to it
 MAX_PIXELS = 80_000_000  # larger photos (and masks) are refused before they are decoded
@@ -153,12 +153,10 @@ def decode_mask(data: bytes, height: int, width: int) -> np.ndarray:
   photo."""
   img = open_image(data, 'mask', MAX_PIXELS)
   try:
-    hole = np.asarray(img.convert('L').resize((width, height), Image.NEAREST)) > 127
+    img.load()
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f'The mask cannot be decoded: {e}'.replace('\n', ' ')) from None
-  if not hole.any():
-    raise ValueError('The mask is empty: paint the hole(s) on the photo first.')
-  return hole
+  return masks.hole_from_image(img, height, width)
 
 
 def photo_info(model: Model, request: dict) -> dict:

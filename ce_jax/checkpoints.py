@@ -29,12 +29,12 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from ce_jax import configs, steps
 
-# Fields that decide the shapes of the networks: a checkpoint only restores into the same ones.
 # `load_generator`'s name for the model shipped inside the package (an export, see below).
 PRETRAINED = 'pretrained'
 PRETRAINED_DIR = Path(__file__).resolve().parent / 'pretrained'
 EXPORT_CONFIG = 'export.json'  # an export: this file beside the generator's weights
 EXPORT_WEIGHTS = 'generator'
+# Fields that decide the shapes of the networks: a checkpoint only restores into the same ones.
 ARCHITECTURE = ('model', 'encoder', 'bottleneck', 'image_size', 'hole_size', 'gen_width',
                 'disc_width', 'skips', 'upsample')
 BEST_METRIC = 'report_loss'
@@ -121,12 +121,16 @@ def saved_config(mngr: ocp.CheckpointManager, step: int) -> ml_collections.Confi
   return config
 
 
+class IncompatibleCheckpoint(ValueError):
+  """A readable checkpoint of networks of another shape: no older step would fit either."""
+
+
 def check_compatible(saved, config, where: str) -> None:
   """Refuses, in one line, to load a checkpoint into networks of another shape."""
   diff = [f'{k}={saved.get(k)} (asked: {config.get(k)})' for k in ARCHITECTURE
           if saved.get(k) != config.get(k)]
   if diff:
-    raise ValueError(f'The checkpoint in {where} was trained with {", ".join(diff)}; use another '
+    raise IncompatibleCheckpoint(f'The checkpoint in {where} was trained with {", ".join(diff)}; use another '
                      f'--workdir, or the same settings to resume it.')
 
 
@@ -180,10 +184,8 @@ def restore_with_fallback(mngr, step: int | str | None, restore_fn, warn=None):
   for s in candidates:
     try:
       return restore_fn(s), s
-    except ValueError as e:
-      if str(e).startswith('The checkpoint in '):  # check_compatible: not a damaged file
-        raise
-      failures.append((s, e))
+    except IncompatibleCheckpoint:  # not a damaged file
+      raise
     except Exception as e:  # pylint: disable=broad-except  # Any damage: try the step before.
       failures.append((s, e))
     if latest and s != candidates[-1]:
@@ -229,15 +231,20 @@ def export_generator(out_dir, config, variables, step: int, dtype: str = 'float1
   write_json(out / EXPORT_CONFIG, {'config': config.to_dict(), 'step': int(step), 'dtype': dtype})
 
 
+def _generator_shapes(config):
+  """The generator's variables as ShapeDtypeStructs (no compute)."""
+  return jax.eval_shape(lambda: steps.init_variables(config, jax.random.PRNGKey(0)))[0]
+
+
 def _load_export(path: Path):
   meta = json.loads((path / EXPORT_CONFIG).read_text())
   config = configs.get('default')
   _merge(config, meta['config'])
-  gen_vars, _ = jax.eval_shape(lambda: steps.init_variables(config, jax.random.PRNGKey(0)))
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, meta['dtype']), gen_vars)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, meta['dtype']),
+                          _generator_shapes(config))
   with ocp.StandardCheckpointer() as checkpointer:
     weights = checkpointer.restore(path / EXPORT_WEIGHTS, abstract)
-  return config, jax.tree.map(lambda x: jax.numpy.asarray(x, jax.numpy.float32), weights), meta['step']
+  return config, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), weights), meta['step']
 
 
 def load_generator(workdir, step=None):
@@ -257,16 +264,14 @@ def load_generator(workdir, step=None):
 
   def restore(s):
     config = saved_config(mngr, s)
-    gen_vars, _ = jax.eval_shape(lambda: steps.init_variables(config, jax.random.PRNGKey(0)))
+    gen_vars = _generator_shapes(config)
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     items = {'generator': ocp.args.StandardRestore(_abstract(gen_vars, sharding))}
-    if config.optim.ema_decay > 0:
+    ema = config.optim.ema_decay > 0
+    if ema:
       items['generator_ema'] = ocp.args.StandardRestore(_abstract(gen_vars['params'], sharding))
     r = mngr.restore(s, args=ocp.args.Composite(**items))
-    variables = r['generator']
-    if config.optim.ema_decay > 0:
-      variables = {'params': r['generator_ema'], 'batch_stats': variables['batch_stats']}
-    return config, variables
+    return config, steps.evaluation_variables(r['generator'], r['generator_ema'] if ema else None)
 
   try:
     (config, variables), step = restore_with_fallback(mngr, step, restore)

@@ -52,17 +52,22 @@ def hole_from_spec(spec: str, height: int, width: int, config) -> np.ndarray:
     hole = np.zeros((height, width), bool)
     hole[y:y + h, x:x + w] = True
     return hole
+  try:
+    return masks.hole_from_image(_open_mask(spec), height, width)
+  except ValueError as e:
+    raise ValueError(f'--mask={spec}: {e}') from None
+
+
+def _open_mask(spec: str) -> Image.Image:
+  """The mask image named by --mask, decoded, or a one-line ValueError."""
   if not Path(spec).is_file():
     raise ValueError(f"--mask={spec!r} is neither 'center', x,y,w,h nor an existing mask image.")
   try:
     with Image.open(spec) as img:
-      img = img.convert('L').resize((width, height), Image.NEAREST)
+      img.load()
+      return img
   except Exception as e:  # pylint: disable=broad-except  # PIL raises many kinds
     raise ValueError(f'Cannot read mask image {spec}: {_first_line(e)}') from None
-  hole = np.asarray(img) > 127
-  if not hole.any():
-    raise ValueError(f'Mask {spec} has no white (hole) pixels.')
-  return hole
 
 
 def window_for(hole: np.ndarray, config) -> tuple[int, int, int]:
@@ -119,8 +124,7 @@ def fill_one(photo: np.ndarray, hole: np.ndarray, config, gen_variables, predict
 def inpaint_photo(photo_u8: np.ndarray, hole: np.ndarray, config, gen_variables, predict=None,
                   blend: int = 3) -> np.ndarray:
   """Fills every connected hole of an (H, W, 3) uint8 photo; returns uint8 of the same size."""
-  if not (isinstance(blend, (int, np.integer)) and blend >= 0):
-    raise ValueError(f'--blend={blend} must be a whole number of pixels >= 0.')
+  check_blend(blend)
   predict = predict or steps.make_predict(config)
   photo = photo_u8.astype(np.float32) / 127.5 - 1.0
   n, labels = cv2.connectedComponents(hole.astype(np.uint8), connectivity=8)
@@ -130,6 +134,11 @@ def inpaint_photo(photo_u8: np.ndarray, hole: np.ndarray, config, gen_variables,
   outside = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 5) > blend + 1
   out[outside] = photo_u8[outside]  # exactly unchanged away from the holes
   return out
+
+
+def check_blend(blend) -> None:
+  if not (isinstance(blend, (int, np.integer)) and blend >= 0):
+    raise ValueError(f'--blend={blend} must be >= 0 (pixels of blended band; 0 = none).')
 
 
 def _first_line(e: Exception) -> str:
@@ -188,15 +197,8 @@ def define_flags():
 
 def _check_mask_spec(spec: str) -> None:
   """Refuses a mask file that cannot be read before any photo is painted."""
-  if spec == 'center' or spec.count(',') == 3:
-    return
-  if not Path(spec).is_file():
-    raise ValueError(f"--mask={spec!r} is neither 'center', x,y,w,h nor an existing mask image.")
-  try:
-    with Image.open(spec) as img:
-      img.load()
-  except Exception as e:  # pylint: disable=broad-except  # PIL raises many kinds
-    raise ValueError(f'Cannot read mask image {spec}: {_first_line(e)}') from None
+  if spec != 'center' and spec.count(',') != 3:
+    _open_mask(spec)
 
 
 def main(argv):
@@ -204,9 +206,8 @@ def main(argv):
   del argv
   if not FLAGS.input:
     sys.exit('inpaint: --input is required (a photo or a folder of photos).')
-  if FLAGS.blend < 0:
-    sys.exit(f'inpaint: --blend={FLAGS.blend} must be >= 0 (pixels of blended band; 0 = none).')
   try:
+    check_blend(FLAGS.blend)
     src = Path(FLAGS.input)
     if src.is_dir():
       files = sorted(p for p in src.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES
@@ -221,8 +222,7 @@ def main(argv):
     if out_dir.exists() and not out_dir.is_dir():
       raise ValueError(f'--output={out_dir} is an existing file; name a folder.')
     _check_mask_spec(FLAGS.mask)
-    config, gen_variables, step = checkpoints.load_generator(FLAGS.workdir, FLAGS.step)
-    del step
+    config, gen_variables, _ = checkpoints.load_generator(FLAGS.workdir, FLAGS.step)
     predict = steps.make_predict(config)
     targets = output_paths(files, src, out_dir)
     failed = []

@@ -58,17 +58,26 @@ def freeform_region(key, hole_size: int, overlap: int, max_strokes: int, max_ver
   return region * box_region(hole_size, overlap)  # never into the overlap border
 
 
+def hole_from_image(img: Image.Image, height: int, width: int) -> np.ndarray:
+  """(height, width) bool hole of a mask image (white = hole), resized with nearest neighbours;
+  refuses a mask without a hole. The one reader of mask images (training, inpaint, the app)."""
+  hole = np.asarray(img.convert('L').resize((width, height), Image.NEAREST)) > 127
+  if not hole.any():
+    raise ValueError('The mask is empty: it has no white (hole) pixels; paint the hole white.')
+  return hole
+
+
 def load_mask_file(path: str, image_size: int) -> np.ndarray:
   """Reads a mask image (white or non-zero = hole) and resizes it to (image_size, image_size)."""
   try:
-    img = Image.open(path).convert('L')
+    img = Image.open(path)
+    img.load()
   except (OSError, ValueError) as e:
     raise ValueError(f'Cannot read mask file {path!r} ({e}); give a PNG with white where the hole is.')
-  img = img.resize((image_size, image_size), Image.NEAREST)
-  mask = (np.asarray(img) > 127).astype(np.float32)
-  if not mask.any():
-    raise ValueError(f'Mask file {path!r} has no white (hole) pixels; paint the hole white.')
-  return mask
+  try:
+    return hole_from_image(img, image_size, image_size).astype(np.float32)
+  except ValueError as e:
+    raise ValueError(f'Mask file {path!r}: {e}') from None
 
 
 def bounding_box(region: np.ndarray) -> tuple[int, int, int, int]:

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ce_jax import masks
+
 ENCODERS = ('pathak', 'alexnet', 'vgg', 'resnet')
 MODELS = ('vae', 'gan')
 IMAGE_SIZES = (32, 64, 128, 256)
@@ -401,7 +403,7 @@ class ContextEncoder(_Layers):
     if self.skips:
       size = x.shape[1]
       if box is None:
-        box = jnp.full((x.shape[0], 2), (size - self.hole_size) // 2, jnp.int32)
+        box = jnp.broadcast_to(jnp.asarray(masks.center_box(size, self.hole_size)), (x.shape[0], 2))
       skips = box_features(stages, jnp.asarray(box, jnp.int32), size, self.hole_size)
     h = stages[-1].reshape(x.shape[0], -1)
     dense = functools.partial(nn.Dense, self.bottleneck, kernel_init=weight_init, dtype=self.dtype)

@@ -43,9 +43,14 @@ class TrainState:
 
   @property
   def eval_variables(self):
-    """The generator's variables to evaluate and ship: the EMA weights when kept."""
-    params = self.gen.params if self.gen_ema is None else self.gen_ema
-    return {'params': params, 'batch_stats': self.gen.batch_stats}
+    return evaluation_variables(self.gen.variables, self.gen_ema)
+
+
+def evaluation_variables(gen_variables, gen_ema=None):
+  """The generator's variables to evaluate and ship: its EMA weights when the run kept them."""
+  if gen_ema is None:
+    return gen_variables
+  return {'params': gen_ema, 'batch_stats': gen_variables['batch_stats']}
 
 
 SCHEDULES = ('constant', 'cosine')

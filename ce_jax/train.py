@@ -239,13 +239,15 @@ def _train(config, workdir: Path, mesh) -> dict:
     try:
       checkpoints.save(mngr, state, config, metrics)
     except FloatingPointError:
-      good = (f'the last good checkpoint is step {last_saved}' if last_saved is not None
-              else 'no checkpoint was saved')
-      raise FloatingPointError(
-          f'Training diverged by step {step}: its state holds NaN or Inf and was not saved; '
-          f'{good} in {workdir}. Lower --learning_rate, or use --dtype=float32.') from None
+      raise diverged(f'by step {step}: its state holds NaN or Inf and was not saved') from None
     last_saved = step
     log('Saved checkpoint %d', step)
+
+  def diverged(what: str) -> FloatingPointError:
+    good = (f'the last good checkpoint is step {last_saved}' if last_saved is not None
+            else 'no checkpoint was saved')
+    return FloatingPointError(f'Training diverged {what}; {good} in {workdir}. Lower '
+                              '--learning_rate, or use --dtype=float32.')
 
   log('Training %s/%s for %d steps (batch %d on %d devices) in %s', config.model,
                config.encoder, n_steps, config.batch_size, mesh.devices.size, workdir)
@@ -262,11 +264,7 @@ def _train(config, workdir: Path, mesh) -> dict:
         if step % config.log_every == 0 or done:
           values = jax.device_get(train_metrics)  # the only host sync between logs
           if not all(math.isfinite(float(v)) for v in values.values()):
-            good = (f'the last good checkpoint is step {last_saved}' if last_saved is not None
-                    else 'no checkpoint was saved')
-            raise FloatingPointError(
-                f'Training diverged at step {step} ({values}); {good} in {workdir}. Lower '
-                '--learning_rate, or use --dtype=float32.')
+            raise diverged(f'at step {step} ({values})')
           now = time.perf_counter()
           values['images_per_sec'] = (step - tick_step) * config.batch_size / (now - tick)
           tick, tick_step = now, step
