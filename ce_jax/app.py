@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from ce_jax import baselines, checkpoints, inpaint, masks, steps
+from ce_jax import baselines, checkpoints, inpaint, masks, platform, steps
 
 MAX_SIDE = 4096  # px on a photo's longest side; larger ones are downscaled to it
 MAX_PIXELS = 80_000_000  # larger photos (and masks) are refused before they are decoded
@@ -292,6 +292,7 @@ def define_flags():
 def main(argv):
   logging.set_verbosity(logging.ERROR)  # orbax warns before a bad --workdir's one-line error
   del argv
+  platform.setup()
   try:  # bind first: a port in use fails in a second, not after loading the model
     server = make_server(FLAGS.host, FLAGS.port)
   except (OSError, OverflowError) as e:  # OverflowError: a port outside 0-65535

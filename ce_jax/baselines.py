@@ -5,6 +5,8 @@ import cv2
 import jax.numpy as jnp
 import numpy as np
 
+from ce_jax import images as images_lib
+
 
 def mean_fill(batch):
   """Each image's hole filled with the mean colour of its visible pixels."""
@@ -26,9 +28,9 @@ def telea(batch, radius: int = 5) -> np.ndarray:
   holes = np.asarray(batch['mask'])[..., 0] > 0
   out = np.empty_like(images)
   for i, (img, hole) in enumerate(zip(images, holes)):
-    u8 = np.clip(np.rint((img + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    u8 = images_lib.to_uint8(img)
     painted = telea_photo(u8, hole, radius)
-    out[i] = np.where(hole[..., None], painted.astype(np.float32) / 127.5 - 1.0, img)
+    out[i] = np.where(hole[..., None], images_lib.from_uint8(painted), img)
   return out
 
 

@@ -19,7 +19,7 @@ from absl import app, flags, logging
 import jax
 import numpy as np
 
-from ce_jax import bench_input, cli, inpaint, masks, models, sharding, steps
+from ce_jax import bench_input, cli, inpaint, masks, models, platform, sharding, steps
 
 # Dense peak FLOP/s per chip, by (device_kind substring, dtype). Unknown devices report no MFU.
 PEAK_FLOPS = {
@@ -132,6 +132,7 @@ def main(argv):
   del argv
   try:
     base = cli.config_from_flags()
+    platform.setup()
   except ValueError as e:
     sys.exit(f'bench: {e}')
   device = f'{jax.device_count()}x {jax.devices()[0].device_kind}'
@@ -173,4 +174,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

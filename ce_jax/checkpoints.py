@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 import sys
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -38,6 +39,13 @@ EXPORT_WEIGHTS = 'generator'
 ARCHITECTURE = ('model', 'encoder', 'bottleneck', 'image_size', 'hole_size', 'gen_width',
                 'disc_width', 'skips', 'upsample')
 BEST_METRIC = 'report_loss'
+# The items of a checkpoint (see the module docstring).
+GENERATOR = 'generator'
+GENERATOR_EMA = 'generator_ema'
+GENERATOR_OPT = 'generator_opt'
+DISCRIMINATOR = 'discriminator'
+META = 'meta'
+CONFIG = 'config'
 
 
 def _best_metric(metrics) -> float:
@@ -51,6 +59,7 @@ def manager(workdir, config=None, *, read_only: bool = False) -> ocp.CheckpointM
   options = ocp.CheckpointManagerOptions(
       read_only=read_only,
       create=not read_only,
+      save_interval_steps=0 if read_only else 1,  # orbax warns when it has to set this itself
       # Orbax writes a step's metrics to disk only when best_fn is set: without it a resumed run
       # and `--step=best` see no metrics, and the best step is dropped after a restart.
       best_fn=_best_metric,
@@ -63,7 +72,16 @@ def manager(workdir, config=None, *, read_only: bool = False) -> ocp.CheckpointM
                          keep_checkpoints_without_metrics=False),
       ]),
   )
-  return ocp.CheckpointManager(Path(workdir).absolute() / 'checkpoints', options=options)
+  directory = Path(workdir).absolute() / 'checkpoints'
+  if not read_only:
+    return ocp.CheckpointManager(directory, options=options)
+  # Orbax warns that a read-only manager's directory is read-only: say nothing instead.
+  level = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    return ocp.CheckpointManager(directory, options=options)
+  finally:
+    logging.set_verbosity(level)
 
 
 @jax.jit
@@ -79,6 +97,19 @@ def is_finite(state: steps.TrainState) -> bool:
   return bool(_all_finite(state))
 
 
+def _state_items(state: steps.TrainState) -> dict:
+  """{item: tree} of a TrainState (or of its abstract shapes): what `save` writes and
+  `restore_state` reads."""
+  items = {GENERATOR: state.gen.variables, GENERATOR_OPT: state.gen.opt_state,
+           META: {'step': state.step, 'rng': state.rng}}
+  if state.gen_ema is not None:
+    items[GENERATOR_EMA] = state.gen_ema
+  if state.disc is not None:  # NetState's fields, by name
+    items[DISCRIMINATOR] = {'params': state.disc.params, 'batch_stats': state.disc.batch_stats,
+                            'opt_state': state.disc.opt_state}
+  return items
+
+
 def save(mngr: ocp.CheckpointManager, state: steps.TrainState, config, metrics=None) -> None:
   """Starts an asynchronous save of `state` at its step (call mngr.wait_until_finished() to end).
 
@@ -87,18 +118,8 @@ def save(mngr: ocp.CheckpointManager, state: steps.TrainState, config, metrics=N
   """
   if not is_finite(state):
     raise FloatingPointError(f'The state at step {int(state.step)} holds NaN or Inf; not saved.')
-  items = {
-      'generator': ocp.args.StandardSave(state.gen.variables),
-      'generator_opt': ocp.args.StandardSave(state.gen.opt_state),
-      'meta': ocp.args.StandardSave({'step': state.step, 'rng': state.rng}),
-      'config': ocp.args.JsonSave(config.to_dict()),
-  }
-  if state.gen_ema is not None:
-    items['generator_ema'] = ocp.args.StandardSave(state.gen_ema)
-  if state.disc is not None:
-    items['discriminator'] = ocp.args.StandardSave(
-        {'params': state.disc.params, 'batch_stats': state.disc.batch_stats,
-         'opt_state': state.disc.opt_state})
+  items = {k: ocp.args.StandardSave(tree) for k, tree in _state_items(state).items()}
+  items[CONFIG] = ocp.args.JsonSave(config.to_dict())
   # {} for a step without evaluation: orbax wants metrics on every save once best_fn is set.
   mngr.save(int(state.step), args=ocp.args.Composite(**items), metrics=metrics or {}, force=True)
 
@@ -115,9 +136,9 @@ def _merge(base: ml_collections.ConfigDict, saved: dict) -> None:
 def saved_config(mngr: ocp.CheckpointManager, step: int) -> ml_collections.ConfigDict:
   """The configuration a checkpoint was trained with, over today's defaults (so that fields
   added since it was saved take their default values)."""
-  restored = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+  restored = mngr.restore(step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()}))
   config = configs.get('default')
-  _merge(config, restored['config'])
+  _merge(config, restored[CONFIG])
   return config
 
 
@@ -140,26 +161,13 @@ def _abstract(tree, sharding):
 
 def restore_state(mngr, step: int, abstract_state: steps.TrainState, sharding) -> steps.TrainState:
   """Restores a whole TrainState (to resume training), laid out with `sharding`."""
-  s = abstract_state
-  items = {
-      'generator': ocp.args.StandardRestore(_abstract(s.gen.variables, sharding)),
-      'generator_opt': ocp.args.StandardRestore(_abstract(s.gen.opt_state, sharding)),
-      'meta': ocp.args.StandardRestore(_abstract({'step': s.step, 'rng': s.rng}, sharding)),
-  }
-  if s.gen_ema is not None:
-    items['generator_ema'] = ocp.args.StandardRestore(_abstract(s.gen_ema, sharding))
-  if s.disc is not None:
-    items['discriminator'] = ocp.args.StandardRestore(_abstract(
-        {'params': s.disc.params, 'batch_stats': s.disc.batch_stats,
-         'opt_state': s.disc.opt_state}, sharding))
+  items = {k: ocp.args.StandardRestore(_abstract(tree, sharding))
+           for k, tree in _state_items(abstract_state).items()}
   r = mngr.restore(step, args=ocp.args.Composite(**items))
-  gen = steps.NetState(r['generator']['params'], r['generator']['batch_stats'], r['generator_opt'])
-  disc = None
-  if s.disc is not None:
-    d = r['discriminator']
-    disc = steps.NetState(d['params'], d['batch_stats'], d['opt_state'])
-  return steps.TrainState(step=r['meta']['step'], rng=r['meta']['rng'], gen=gen, disc=disc,
-                          gen_ema=r['generator_ema'] if s.gen_ema is not None else None)
+  gen = steps.NetState(r[GENERATOR]['params'], r[GENERATOR]['batch_stats'], r[GENERATOR_OPT])
+  disc = steps.NetState(**r[DISCRIMINATOR]) if DISCRIMINATOR in items else None
+  return steps.TrainState(step=r[META]['step'], rng=r[META]['rng'], gen=gen, disc=disc,
+                          gen_ema=r[GENERATOR_EMA] if GENERATOR_EMA in items else None)
 
 
 def _reason(e: Exception) -> str:
@@ -266,12 +274,12 @@ def load_generator(workdir, step=None):
     config = saved_config(mngr, s)
     gen_vars = _generator_shapes(config)
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    items = {'generator': ocp.args.StandardRestore(_abstract(gen_vars, sharding))}
+    items = {GENERATOR: ocp.args.StandardRestore(_abstract(gen_vars, sharding))}
     ema = config.optim.ema_decay > 0
     if ema:
-      items['generator_ema'] = ocp.args.StandardRestore(_abstract(gen_vars['params'], sharding))
+      items[GENERATOR_EMA] = ocp.args.StandardRestore(_abstract(gen_vars['params'], sharding))
     r = mngr.restore(s, args=ocp.args.Composite(**items))
-    return config, steps.evaluation_variables(r['generator'], r['generator_ema'] if ema else None)
+    return config, steps.evaluation_variables(r[GENERATOR], r[GENERATOR_EMA] if ema else None)
 
   try:
     (config, variables), step = restore_with_fallback(mngr, step, restore)

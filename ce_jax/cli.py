@@ -1,18 +1,28 @@
-"""Command-line flags shared by train / evaluate / bench: a preset plus overrides.
+"""From the command line to a config: ml_collections config_flags, as in flax's examples.
 
-`--config=NAME` picks a preset from ce_jax/configs; the named flags below override its fields
-(None = keep the preset's value), and `--set=path.to.field=value` reaches any other field.
+  --config=inpaint                        a preset of ce_jax/configs (or any config file's path)
+  --config.optim.learning_rate=1e-3       any field: type-checked, unknown fields refused
+  --model=vae --encoder=vgg --num_steps=5 short aliases for the fields set most often
+
+`define_config_flags` turns a preset's name into its file, so that `--config=demo` keeps
+working, and lets `--config.x=y` come before `--config` on the line; commands pass `parse_flags`
+to `app.run` for one-line errors.
 """
 
 import ast
+import contextlib
+import re
+from pathlib import Path
+import sys
 
-from absl import flags
+from absl import app, flags
 import ml_collections
+from ml_collections import config_flags
 
 from ce_jax import configs
 
-# flag name -> config field path
-OVERRIDES = {
+# alias flag -> config field
+ALIASES = {
     'model': 'model', 'encoder': 'encoder', 'bottleneck': 'bottleneck',
     'image_size': 'image_size', 'hole_size': 'hole_size', 'gen_width': 'gen_width',
     'disc_width': 'disc_width', 'batch_size': 'batch_size', 'eval_batch_size': 'eval_batch_size',
@@ -31,27 +41,96 @@ _HELP = {
     'mask': 'center | block | freeform | file',
     'conv_impl': 'phase | xla (4x4 stride-2 convolutions)',
 }
-_STR_FIELDS = ('model', 'encoder', 'dataset', 'data_dir', 'dtype', 'mask', 'mask_file',
-               'conv_impl')
-_FLOAT_FIELDS = ('learning_rate', 'gen_lr_mult', 'rec_weight', 'adv_weight', 'kl_weight')
+_DEFINE_BY_TYPE = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float}
 
 
-def define_config_flags() -> None:
-  """Defines --config, every override flag and --set (call once, at import of a main module)."""
-  flags.DEFINE_string('config', 'default', f'Preset: {", ".join(configs.PRESETS)}.')
-  for name in OVERRIDES:
-    help_ = _HELP.get(name, f'Overrides config.{OVERRIDES[name]}.')
-    if name in _STR_FIELDS:
-      flags.DEFINE_string(name, None, help_)
-    elif name in _FLOAT_FIELDS:
-      flags.DEFINE_float(name, None, help_)
-    else:
-      flags.DEFINE_integer(name, None, help_)
-  flags.DEFINE_multi_string('set', [], 'Any other field: --set=optim.b1=0.9 (repeatable).')
+def preset_path(name: str) -> str:
+  """The file of preset `name`: what --config=NAME stands for."""
+  if name not in configs.PRESETS:
+    raise ValueError(f'Unknown config preset {name!r}; choose one of: {", ".join(configs.PRESETS)}'
+                     ' or give a config file\'s path.')
+  return str(Path(configs.__file__).parent / f'{name}.py')
+
+
+def field(config: ml_collections.ConfigDict, path: str):
+  """config.<path> (dotted)."""
+  for part in path.split('.'):
+    config = config[part]
+  return config
+
+
+def define_config_flags(default: str = 'default', *, aliases=tuple(ALIASES)) -> None:
+  """--config (a preset or file), its --config.field overrides, and the named aliases.
+
+  config_flags reads sys.argv itself, and parses the default config with the overrides already
+  here: sys.argv gets the preset's file for --config=NAME first, and errors come as one line.
+  """
+  with _one_line_errors(sys.argv):
+    sys.argv = expand_presets(sys.argv, preset_path(default))
+    config_flags.DEFINE_config_file(
+        'config', preset_path(default),
+        f'Preset ({", ".join(configs.PRESETS)}) or a config file with get_config(); override '
+        'any field with --config.field=value.')
+  define_alias_flags(aliases)
+
+
+def define_field_flags(help_: str) -> None:
+  """--config.field=value alone, for commands whose config comes from elsewhere (evaluate: the
+  checkpoint's; the sweep: each cell's); read them with `overrides()`."""
+  with _one_line_errors(sys.argv):
+    config_flags.DEFINE_config_dict('config', configs.get('default'), help_)
+
+
+def define_alias_flags(aliases=tuple(ALIASES)) -> None:
+  """Short flags for config fields, typed like the fields' defaults (None = not given)."""
+  defaults = configs.get('default')
+  for name in aliases:
+    path = ALIASES[name]
+    kind = type(field(defaults, path))
+    _DEFINE_BY_TYPE[kind](name, None, _HELP.get(name, f'Same as --config.{path}.'))
+
+
+def expand_presets(argv: list[str], default_file: str) -> list[str]:
+  """argv with --config=NAME spelled as the preset's file and first, before its overrides."""
+  args = [a for a in argv[1:] if not a.startswith('--config=')]
+  given = [a[len('--config='):] for a in argv[1:] if a.startswith('--config=')]
+  value = given[-1] if given else default_file
+  if value in configs.PRESETS:
+    value = preset_path(value)
+  elif not Path(value.split(':')[0]).expanduser().is_file():
+    raise ValueError(f'--config={value}: no such preset ({", ".join(configs.PRESETS)}) or '
+                     'config file.')
+  return argv[:1] + [f'--config={value}'] + args
+
+
+@contextlib.contextmanager
+def _one_line_errors(argv: list[str]):
+  """A wrong --config or --config.field ends the command with one line, not a traceback."""
+  command = Path(argv[0]).stem
+  try:
+    yield
+  except ValueError as e:
+    sys.exit(f'{command}: {e}')
+  except (AttributeError, KeyError) as e:  # config_flags on a field the config does not have
+    typo = re.search(r'"(\w+)" instead of "(\w+)"', str(e))
+    given = [a.split('=')[0] for a in argv if a.startswith('--config.')]
+    if typo:
+      given = [a for a in given if a.endswith('.' + typo[2])] or given
+    hint = f' (did you mean {typo[1]!r}?)' if typo else ''
+    sys.exit(f'{command}: unknown config field in {" ".join(given)}{hint}; see '
+             'ce_jax/configs/default.py for the fields.')
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """app.run's flags_parser for commands with --config: one-line errors."""
+  with _one_line_errors(argv):
+    rest = app.parse_flags_with_usage(argv)
+    overrides()  # an alias and its --config.field both given
+    return rest
 
 
 def set_field(config: ml_collections.ConfigDict, path: str, value) -> None:
-  """Sets config.<path> (dotted), refusing unknown fields in one line."""
+  """Sets config.<path>, parsing a string for a non-string field; one-line errors."""
   *parents, leaf = path.split('.')
   node = config
   for p in parents:
@@ -75,16 +154,27 @@ def set_field(config: ml_collections.ConfigDict, path: str, value) -> None:
                      f'{current!r}.') from None
 
 
-def config_from_flags(flag_values=flags.FLAGS) -> ml_collections.ConfigDict:
-  """The preset named by --config with every given override applied."""
-  config = configs.get(flag_values.config)
-  for name, path in OVERRIDES.items():
-    value = flag_values[name].value
-    if value is not None:
-      set_field(config, path, value)
-  for item in flag_values.set:
-    if '=' not in item:
-      raise ValueError(f'--set={item!r} must look like field.path=value.')
-    path, value = item.split('=', 1)
-    set_field(config, path.strip(), value.strip())
+def overrides(flag_values=flags.FLAGS) -> dict:
+  """{field path: value} the command line gave: --config.x=y and the aliases that are defined."""
+  given = dict(config_flags.get_override_values(flag_values['config']))
+  for name, path in ALIASES.items():
+    if name in flag_values and flag_values[name].present:
+      if path in given:
+        raise ValueError(f'--{name} and --config.{path} both set config.{path}; give one.')
+      given[path] = flag_values[name].value
+  return given
+
+
+def apply_overrides(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
+  """A copy of `config` with `values` ({field path: value}) set."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  for path, value in values.items():
+    set_field(config, path, value)
   return config
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> ml_collections.ConfigDict:
+  """The config named by --config with the aliases applied (its --config.x are applied already)."""
+  aliases = {k: v for k, v in overrides(flag_values).items()
+             if k not in config_flags.get_override_values(flag_values['config'])}
+  return apply_overrides(flag_values.config, aliases)

@@ -1,6 +1,7 @@
 """Scores a trained generator on a dataset split, beside the mean-fill and Telea baselines.
 
   python -m ce_jax.evaluate --workdir=runs/demo [--step=latest|best|N] [--dataset=...] [--split=test]
+  python -m ce_jax.evaluate --workdir=pretrained --config.eval_batch_size=16 --max_examples=64
 
 Restores the generator alone from the orbax checkpoint, paints the hole of every image of the
 split (the same masks every time: they come from a fixed key), and writes
@@ -12,11 +13,10 @@ import sys
 
 from absl import app, flags, logging
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from ce_jax import baselines as baselines_lib
-from ce_jax import checkpoints, input_pipeline, metrics, sharding, steps, visualize
+from ce_jax import checkpoints, cli, input_pipeline, metrics, platform, sharding, steps
+from ce_jax import visualize
 
 EVAL_MASK_SEED = 1234  # masks of evaluation batch i come from fold_in(PRNGKey(this + seed), i)
 
@@ -44,13 +44,15 @@ def evaluate(gen_variables, config, *, mesh=None, split: str = 'test', max_examp
   averages = {name: metrics.Average() for name in ('model', *baselines)}
   for i, batch in enumerate(batches):
     filled, values = eval_step(gen_variables, batch)
-    valid = np.asarray(batch['valid'])
+    values, valid = sharding.to_host((values, batch['valid']))
     averages['model'].update(values, valid)
     painted = {'model': filled}
+    if baselines or (i == 0 and grid_path):  # on the host, with every host's rows
+      batch, painted = sharding.to_host((batch, painted))
     for name in baselines:
-      painted[name] = jnp.asarray(baselines_lib.BASELINES[name](batch))
+      painted[name] = baselines_lib.BASELINES[name](batch)
       averages[name].update(score(painted[name], batch), valid)
-    if i == 0 and grid_path:
+    if i == 0 and grid_path and jax.process_index() == 0:
       visualize.save_grid(grid_path, {'original': batch['image'], 'masked': batch['masked'],
                                       **painted}, rows=config.grid_images)
     if 0 < max_examples <= averages['model'].count:
@@ -80,20 +82,24 @@ def define_flags():
   flags.DEFINE_string('out', None, 'Folder for the JSON and PNG (default: WORKDIR/eval, or '
                       'runs/pretrained_eval for the shipped model).')
   flags.DEFINE_string('step', 'latest', "Checkpoint: 'latest', 'best' or a step number.")
-  flags.DEFINE_string('dataset', None, 'Dataset to score on (default: the run\'s own).')
-  flags.DEFINE_string('data_dir', None, 'TFDS data_dir (default: the run\'s own).')
   flags.DEFINE_enum('split', 'test', ['train', 'test'], 'Which split to score.')
   flags.DEFINE_integer('max_examples', -1, 'Stop after at least this many images (-1 = all).')
-  flags.DEFINE_string('mask', None, 'Mask kind to score with (default: the run\'s own).')
+  # The run's own config, restored with the checkpoint, with --config.field=value overrides
+  # (e.g. --config.eval_batch_size=16) and the short --dataset, --data_dir, --mask.
+  cli.define_field_flags('Fields of the run\'s config to change: --config.field=value.')
+  cli.define_alias_flags(('dataset', 'data_dir', 'mask'))
+  platform.define_flags()
 
 
 def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax and clu are chatty at INFO
-  del argv
+  if len(argv) > 1:
+    sys.exit(f'evaluate: unexpected arguments {argv[1:]}; flags look like --name=value.')
   if not FLAGS.workdir:
     sys.exit("evaluate: --workdir is required (a training run's directory, an export, or "
              "'pretrained').")
   try:
+    platform.setup_from_flags()
     run(FLAGS.workdir, FLAGS.step)
   except (ValueError, OSError, FloatingPointError) as e:
     sys.exit(f'evaluate: {e}')
@@ -102,11 +108,7 @@ def main(argv):
 def run(workdir: str, step: str) -> dict:
   """evaluate's command: scores a checkpoint beside the baselines, writes JSON and PNG."""
   config, gen_variables, step = checkpoints.load_generator(workdir, step)
-  for field in ('dataset', 'data_dir'):
-    if FLAGS[field].value is not None:
-      config[field] = FLAGS[field].value
-  if FLAGS.mask:
-    config.mask.kind = FLAGS.mask
+  config = cli.apply_overrides(config, cli.overrides())
   input_pipeline.validate(config)
   if FLAGS.split == 'test':
     input_pipeline.num_examples(config, 'test')  # one line now if the split is empty
@@ -116,7 +118,8 @@ def run(workdir: str, step: str) -> dict:
                      baselines=tuple(baselines_lib.BASELINES),
                      grid_path=out / f'step_{step}_{FLAGS.split}.png')
   results |= {'step': step, 'split': FLAGS.split, 'dataset': config.dataset}
-  checkpoints.write_json(out / f'step_{step}_{FLAGS.split}.json', results)
+  if jax.process_index() == 0:
+    checkpoints.write_json(out / f'step_{step}_{FLAGS.split}.json', results)
   print(f'{config.model}/{config.encoder} step {step}, {FLAGS.split} split of {config.dataset}:')
   print(format_table(results))
   if results['skipped']:
@@ -127,4 +130,4 @@ def run(workdir: str, step: str) -> dict:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -11,7 +11,7 @@ import sys
 
 from absl import app, flags, logging
 
-from ce_jax import checkpoints
+from ce_jax import checkpoints, platform
 
 FLAGS = flags.FLAGS
 
@@ -30,6 +30,7 @@ def main(argv):
     sys.exit(f'export: unexpected arguments {argv[1:]}; flags look like --name=value.')
   if not FLAGS.workdir or not FLAGS.out:
     sys.exit('export: --workdir and --out are required.')
+  platform.setup()
   try:
     config, variables, step = checkpoints.load_generator(FLAGS.workdir, FLAGS.step)
   except ValueError as e:

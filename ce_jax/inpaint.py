@@ -24,13 +24,10 @@ import sys
 
 from absl import app, flags, logging
 import cv2
-import jax
 import numpy as np
 from PIL import Image, ImageOps
 
-from ce_jax import checkpoints, masks, steps
-
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp', '.bmp')
+from ce_jax import checkpoints, images, masks, platform, steps
 
 
 def hole_from_spec(spec: str, height: int, width: int, config) -> np.ndarray:
@@ -126,11 +123,11 @@ def inpaint_photo(photo_u8: np.ndarray, hole: np.ndarray, config, gen_variables,
   """Fills every connected hole of an (H, W, 3) uint8 photo; returns uint8 of the same size."""
   check_blend(blend)
   predict = predict or steps.make_predict(config)
-  photo = photo_u8.astype(np.float32) / 127.5 - 1.0
+  photo = images.from_uint8(photo_u8)
   n, labels = cv2.connectedComponents(hole.astype(np.uint8), connectivity=8)
   for label in range(1, n):
     photo = fill_one(photo, labels == label, config, gen_variables, predict, blend)
-  out = np.clip(np.rint((photo + 1.0) * 127.5), 0, 255).astype(np.uint8)
+  out = images.to_uint8(photo)
   outside = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 5) > blend + 1
   out[outside] = photo_u8[outside]  # exactly unchanged away from the holes
   return out
@@ -206,18 +203,18 @@ def main(argv):
   del argv
   if not FLAGS.input:
     sys.exit('inpaint: --input is required (a photo or a folder of photos).')
+  platform.setup()
   try:
     check_blend(FLAGS.blend)
     src = Path(FLAGS.input)
     if src.is_dir():
-      files = sorted(p for p in src.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES
-                     and p.is_file())
+      files = images.list_images(src)
     elif src.is_file():
       files = [src]
     else:
       raise ValueError(f'--input={src} does not exist.')
     if not files:
-      raise ValueError(f'No images ({", ".join(IMAGE_SUFFIXES)}) under {src}.')
+      raise ValueError(f'No images ({", ".join(images.IMAGE_EXTENSIONS)}) under {src}.')
     out_dir = Path(FLAGS.output)
     if out_dir.exists() and not out_dir.is_dir():
       raise ValueError(f'--output={out_dir} is an existing file; name a folder.')

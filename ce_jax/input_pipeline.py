@@ -1,8 +1,7 @@
 """Images from a source to device batches.
 
-`create_dataset` builds the host side in tf.data: list or read the source, split, shuffle, decode,
-rescale, crop, flip, scale to [-1, 1] and batch per host. `device_batches` turns those batches into
-global `jax.Array`s sharded over the mesh's `data` axis and masks them on the device with
+`create_dataset` gives this host's batches of a split (`HostBatches`); `device_batches` turns them
+into global `jax.Array`s sharded over the mesh's `data` axis and masks them on the device with
 `masks.make_batch`, a few batches ahead of the training step.
 
 Sources (`config.dataset`):
@@ -11,47 +10,74 @@ Sources (`config.dataset`):
 * ``folder:PATH``      every jpg/jpeg/png/webp/bmp under PATH, recursively; unreadable files are
                        skipped and counted (`SkipCounter`), never fatal.
 * ``places365_small``  Places365 (256x256) through TFDS, from `config.data_dir`; never downloaded
-                       here.
+                       here. Needs TensorFlow and tensorflow-datasets.
 
-Train batches are shuffled, repeated, randomly cropped and flipped, with the last partial batch
-dropped. Test batches come in a fixed order, once, centre-cropped, with the last batch padded to a
-full one and `valid` = 0 on the padding rows, so that an evaluation counts every image exactly once.
+A folder (or the samples) is read by index, like grain: every host lists the whole split, and
+the example at global position p is a pure function of (seed, p). Train position p = k * B + j is
+row j of global batch k (B = batch_size); it shows file `order_e[p % n]` of epoch e = p // n,
+where order_e is a permutation drawn from (seed, e), and its crop and flip are drawn from
+(seed, p). Host h of H takes rows [h * B / H, (h + 1) * B / H) of every global batch. So a run
+resumed at step k (`start_step=k`) sees exactly the batches k, k+1, ... of an uninterrupted one,
+and H hosts together see exactly the batches of one. An unreadable file is counted and replaced
+by the file of the next position (p + 1, p + 2, ...), the same on every host.
+
+Test batches come in a fixed (sorted) order, once, centre-cropped. Global batch k holds positions
+k * Be .. (k + 1) * Be - 1 (Be = eval_batch_size); positions past the split's end and unreadable
+files are padding rows with `valid` = 0, so that an evaluation counts every image exactly once and
+every host yields the same number of batches.
+
+Two loaders run the same per-example function, so they give bit-identical batches: tf.data
+(`loader='tf'`, the default where TensorFlow is installed) and a thread pool (`loader='threads'`,
+the default without TensorFlow: Pillow releases the GIL while it decodes and resizes).
+
+Places365 keeps TFDS and tf.data: each host reads its share (`tfds.split_for_jax_process`),
+shuffled with fixed seeds, so a resumed run skips the records of the steps it did and sees the
+same data; H hosts do not see the batches of one, and their test splits may differ by a batch.
 """
 
 from collections.abc import Callable, Iterator
+import collections
+import concurrent.futures
+import dataclasses
 import functools
 import hashlib
+import io
+import itertools
 import math
 import os
 from pathlib import Path
 import queue
 import threading
 
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
-from PIL import Image, ImageOps
-import tensorflow as tf
 
-from ce_jax import masks, sharding
+from ce_jax import images, masks, sharding
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp')
 SAMPLES_DIR = Path(__file__).resolve().parent / 'samples'
 TFDS_NAME = 'places365_small'
 TFDS_SPLITS = {'train': 'train', 'test': 'validation'}
 DATASET_FORMS = "'samples', 'folder:PATH' or 'places365_small'"
-# Training rescales the shorter side to at most this times image_size (never below image_size), so
-# that random crops move along both axes: 144 px for 128 px crops, the bundled photos' size.
-TRAIN_SCALE = 9 / 8
-# tf.data's private thread pool: all cores of a small machine, but never so many on a big host
-# that it crowds out JAX's own threads.
-TF_DATA_THREADS = max(2, min(os.cpu_count() or 2, 16))
+TFDS_NEEDS_TF = ("places365_small needs TensorFlow and tensorflow-datasets: "
+                 "pip install 'ce_jax[tf]'")
+LOADERS = ('tf', 'threads')
+# Loader threads (tf.data's private pool, or the thread pool): all cores of a small machine, but
+# never so many on a big host that they crowd out JAX's own threads.
+HOST_THREADS = max(2, min(os.cpu_count() or 2, 16))
+# Batches the thread pool works on ahead of the consumer.
+BATCHES_IN_FLIGHT = 3
+# Rows tf.data's loader computes per call into Python (at most: a divisor of the host batch).
+TF_ROWS_PER_CALL = 8
+# Separate random streams of one seed: the file order of an epoch, the crop of a position.
+_ORDER_STREAM, _CROP_STREAM = 0, 1
 
 
 class SkipCounter:
   """Files the pipeline could not decode, each counted once however many epochs see it.
 
-  Decoding runs on tf.data's threads, so updates take a lock. The caller reads `count` and logs
+  Decoding runs on loader threads, so updates take a lock. The caller reads `count` and logs
   `report()`, e.g. once per evaluation or at the end of training.
   """
 
@@ -83,47 +109,48 @@ class SkipCounter:
     return line
 
 
+@dataclasses.dataclass(frozen=True)
+class HostBatches:
+  """This host's batches of a split: {'image': (b, S, S, 3) float32 in [-1, 1], 'valid': (b,)
+  float32}. Each `iter()` starts again at the first batch, so the object can be read twice."""
+
+  batch_size: int  # b: this host's rows of each global batch
+  num_batches: int | None  # None: endless (training), or unknown (TFDS)
+  loader: str  # 'tf' or 'threads'
+  _iterate: Callable[[], Iterator[dict[str, np.ndarray]]] = dataclasses.field(repr=False)
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    return iter(self._iterate())
+
+
 @functools.cache
-def _hide_gpus_from_tensorflow() -> None:
-  """TensorFlow only feeds tf.data: it must never reserve the accelerator's memory."""
+def _tensorflow():
+  """TensorFlow, imported on first use (only tf.data and TFDS need it); it must never reserve
+  the accelerator's memory."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   try:
     tf.config.set_visible_devices([], 'GPU')
   except RuntimeError:  # TensorFlow's devices were already initialised (by the caller).
     pass
+  return tf
 
 
-# ------------------------------------------------------------------------------------------------
-# Decoding files with Pillow.
+@functools.cache
+def default_loader() -> str:
+  """tf.data where TensorFlow imports, else the thread pool, said once per process."""
+  try:
+    _tensorflow()
+    return 'tf'
+  except ImportError:
+    logging.warning('TensorFlow is not installed: reading images with the threaded loader.')
+    return 'threads'
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-  """Any Pillow mode to 8-bit RGB; transparent pixels become white, not their hidden colour."""
-  if img.mode.startswith('I'):  # 16/32-bit integer grey: scale 16-bit range to 8 bits
-    img = Image.fromarray((np.asarray(img, np.float32) / 257).clip(0, 255).astype(np.uint8), 'L')
-  if img.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in img.info:
-    img = img.convert('RGBA')
-    img = Image.alpha_composite(Image.new('RGBA', img.size, (255, 255, 255, 255)), img)
-  return img if img.mode == 'RGB' else img.convert('RGB')
-
-
-def load_image(path: str, min_side: int = 0) -> np.ndarray:
-  """Decodes an image file to uint8 RGB (H, W, 3), oriented by its EXIF tag.
-
-  With `min_side` > 0 the image is decoded or reduced to the smallest size whose shorter side is
-  still >= min_side (JPEG: `draft` decodes at 1/2, 1/4 or 1/8 scale; others: `reduce` right after
-  decoding), so that a 12000x12000 photo costs little memory and time. Raises on unreadable input.
-  """
-  with Image.open(path) as img:
-    if min_side > 0:
-      img.draft('RGB', (min_side, min_side))
-    img = ImageOps.exif_transpose(img)  # loads the pixels; truncated files raise here
-  if min(img.size) < 1:
-    raise ValueError('image has no pixels')
-  img = _to_rgb(img)
-  factor = min(img.size) // min_side if min_side > 0 else 1
-  if factor >= 2:
-    img = img.reduce(factor)
-  return np.asarray(img, np.uint8)
+def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
+  """Stateless randomness: the same (seed, stream, index) draws the same numbers on any host,
+  thread or resume point."""
+  return np.random.default_rng([seed % 2**64, stream, index])
 
 
 def _reason(e: Exception) -> str:
@@ -133,26 +160,8 @@ def _reason(e: Exception) -> str:
   return text[:120]
 
 
-def _file_decoder(counter: SkipCounter, min_side: int) -> Callable[[tf.Tensor], tuple]:
-  """path -> (uint8 image, ok) for tf.data; failures are counted and return ok=False."""
-
-  def decode(path: bytes):
-    path = path.decode()
-    try:
-      return load_image(path, min_side), True
-    except Exception as e:  # pylint: disable=broad-except  # Any bad file is skipped, never fatal.
-      counter.add(path, _reason(e))
-      return np.zeros((1, 1, 3), np.uint8), False
-
-  def fn(path):
-    image, ok = tf.numpy_function(decode, [path], (tf.uint8, tf.bool), stateful=False)
-    return tf.ensure_shape(image, (None, None, 3)), tf.ensure_shape(ok, ())
-
-  return fn
-
-
 # ------------------------------------------------------------------------------------------------
-# Sources: each returns a dataset of records (file paths, encoded images) and record -> (image, ok).
+# Folders (and the bundled samples): the whole split on every host, read by position.
 
 
 def _in_test_split(rel_path: str, test_fraction: float) -> bool:
@@ -161,23 +170,19 @@ def _in_test_split(rel_path: str, test_fraction: float) -> bool:
   return int.from_bytes(digest[:8], 'big') / 2**64 < test_fraction
 
 
-def list_images(root: Path) -> list[Path]:
-  """Every image file under `root`, recursively, case-insensitive extensions, sorted."""
-  return sorted(p for p in root.rglob('*') if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-
-
 def _example_limit(config, split: str) -> int:
   return config.train_examples if split == 'train' else config.test_examples
 
 
 def _split_paths(root: Path, config, split: str) -> list[str]:
-  """This host's share of the files of `split` under `root` (hash split, then example limit)."""
+  """The files of `split` under `root` (hash split, then example limit), the same on every host."""
   root = root.expanduser()
   if not root.is_dir():
     raise ValueError(f'Image folder {root} does not exist or is not a folder.')
-  files = list_images(root)
+  files = images.list_images(root)
   if not files:
-    raise ValueError(f'No images ({"/".join(e[1:] for e in IMAGE_EXTENSIONS)}) under {root}.')
+    extensions = '/'.join(e[1:] for e in images.IMAGE_EXTENSIONS)
+    raise ValueError(f'No images ({extensions}) under {root}.')
   frac = config.folder_test_fraction
   paths = [str(p) for p in files
            if _in_test_split(p.relative_to(root).as_posix(), frac) == (split == 'test')]
@@ -186,7 +191,7 @@ def _split_paths(root: Path, config, split: str) -> list[str]:
   if not paths:
     raise ValueError(f'None of the {len(files)} images under {root} is in the {split!r} split '
                      f'(folder_test_fraction={frac}).')
-  return paths[jax.process_index()::jax.process_count()]
+  return paths
 
 
 def _folder_root(config) -> Path | None:
@@ -200,9 +205,12 @@ def _folder_root(config) -> Path | None:
 def num_examples(config, split: str) -> int:
   """Images in `split` over all hosts (before unreadable files are skipped): sizes an epoch."""
   if (root := _folder_root(config)) is not None:
-    return len(_split_paths(root, config, split)) * jax.process_count()
+    return len(_split_paths(root, config, split))
   if config.dataset == TFDS_NAME:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    try:
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise ValueError(TFDS_NEEDS_TF) from None
 
     data_dir = os.path.expanduser(config.data_dir) if config.data_dir else None
     builder = tfds.builder(TFDS_NAME, data_dir=data_dir)
@@ -212,24 +220,168 @@ def num_examples(config, split: str) -> int:
   raise ValueError(f'Unknown dataset {config.dataset!r}; use {DATASET_FORMS}.')
 
 
-def _folder_source(root: Path, config, split: str, counter: SkipCounter, min_side: int):
-  paths = _split_paths(root, config, split)
-  # Fail now, naming the folder, rather than yield nothing: decode until one file works.
-  for path in paths:
+class _FolderExamples:
+  """The examples of a folder split by global position: `example(p)` is a pure function of
+  (files, seed, p), whichever host or thread asks, and whenever."""
+
+  def __init__(self, paths: list[str], counter: SkipCounter, *, size: int, seed: int,
+               shuffle: bool, repeat: bool, augment: bool, min_fraction: float):
+    self._paths, self._counter = paths, counter
+    self._size, self._seed, self._min_fraction = size, seed, min_fraction
+    self._shuffle, self._repeat, self._augment = shuffle, repeat, augment
+    self._min_side = images.decode_side(size, min_fraction)
+    self._unreadable: set[int] = set()  # file indices: each is decoded (and fails) once
+    self._padding = np.zeros((size, size, 3), np.float32)
+    self._order = functools.lru_cache(maxsize=4)(self._epoch_order)  # this epoch and the next
+
+  def _epoch_order(self, epoch: int) -> np.ndarray:
+    return _rng(self._seed, _ORDER_STREAM, epoch).permutation(len(self._paths))
+
+  def _file(self, position: int) -> int:
+    epoch, i = divmod(position, len(self._paths))
+    return int(self._order(epoch)[i]) if self._shuffle else i
+
+  def _load(self, index: int) -> np.ndarray | None:
+    """The pixels of file `index`, or None (counted) when it cannot be read."""
+    if index in self._unreadable:
+      return None
+    path = self._paths[index]
     try:
-      load_image(path, min_side)
-      break
-    except Exception as e:  # pylint: disable=broad-except
-      counter.add(path, _reason(e))
-  else:
-    raise ValueError(f'No readable image in the {split!r} split of {root.expanduser()}: '
-                     f'{counter.report()}.')
-  return tf.data.Dataset.from_tensor_slices(paths), _file_decoder(counter, min_side), len(paths)
+      return images.load_image(path, self._min_side)
+    except Exception as e:  # pylint: disable=broad-except  # Any bad file is skipped, never fatal.
+      self._unreadable.add(index)
+      self._counter.add(path, _reason(e))
+      return None
+
+  def check_readable(self, what: str) -> None:
+    """Fails now, naming the folder, rather than yield nothing: decodes until one file works."""
+    if all(self._load(i) is None for i in range(len(self._paths))):
+      raise ValueError(f'No readable image in {what}: {self._counter.report()}.')
+
+  def example(self, position: int) -> tuple[np.ndarray, float]:
+    """(float32 (S, S, 3) image, valid) at global `position`."""
+    if self._repeat:  # an unreadable file gives way to the next position's, on every host alike
+      for q in itertools.count(position):
+        if (pixels := self._load(self._file(q))) is not None:
+          break
+        if len(self._unreadable) == len(self._paths):  # files that went bad while training
+          raise ValueError(f'No readable image left: {self._counter.report()}.')
+    else:
+      pixels = self._load(self._file(position)) if position < len(self._paths) else None
+      if pixels is None:
+        return self._padding, 0.0
+    rng = _rng(self._seed, _CROP_STREAM, position) if self._augment else None
+    return images.crop(pixels, self._size, rng, self._min_fraction), 1.0
 
 
-def _tfds_source(config, split: str, seed: int, shuffle: bool, options: tf.data.Options):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  # heavy, only here
+def _host_rows(example: Callable[[int], tuple], host_batch: int) -> Callable[[int], tuple]:
+  """example(global position) -> example(row of this host's stream): host h reads rows
+  [h * b, (h + 1) * b) of every global batch."""
+  hosts, host = jax.process_count(), jax.process_index()
 
+  def row_example(row: int) -> tuple[np.ndarray, float]:
+    batch, j = divmod(row, host_batch)
+    return example((batch * hosts + host) * host_batch + j)
+
+  return row_example
+
+
+# ------------------------------------------------------------------------------------------------
+# Loaders: the same rows, through tf.data or a thread pool.
+
+
+def _options():
+  tf = _tensorflow()
+  options = tf.data.Options()
+  options.deterministic = True  # the same seed gives the same batches; evaluation order is fixed
+  options.threading.private_threadpool_size = HOST_THREADS
+  options.threading.max_intra_op_parallelism = 1
+  return options
+
+
+def _tf_batches(row_example: Callable[[int], tuple], batch: int, size: int, first_batch: int,
+                num_batches: int | None) -> Iterator[dict[str, np.ndarray]]:
+  """Batches of rows first_batch * batch, ... computed by tf.data's threads, a few rows per call
+  into Python (each call costs about 0.1 ms of TensorFlow's time)."""
+  tf = _tensorflow()
+  rows = math.gcd(batch, TF_ROWS_PER_CALL)
+
+  def load(chunk):
+    image, valid = np.empty((rows, size, size, 3), np.float32), np.empty((rows,), np.float32)
+    for j in range(rows):
+      image[j], valid[j] = row_example(int(chunk) * rows + j)
+    return image, valid
+
+  def load_tf(chunk):
+    image, valid = tf.numpy_function(load, [chunk], (tf.float32, tf.float32), stateful=False)
+    return tf.ensure_shape(image, (rows, size, size, 3)), tf.ensure_shape(valid, (rows,))
+
+  def merge(image, valid):  # (batch // rows, rows, ...) -> (batch, ...)
+    return {'image': tf.reshape(image, (batch, size, size, 3)), 'valid': tf.reshape(valid, [batch])}
+
+  first = first_batch * batch // rows
+  stop = first + num_batches * batch // rows if num_batches is not None else np.iinfo(np.int64).max
+  ds = tf.data.Dataset.range(first, stop).map(load_tf, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch // rows).map(merge).prefetch(tf.data.AUTOTUNE).with_options(_options())
+  return _numpy_batches(ds)
+
+
+def _numpy_batches(ds) -> Iterator[dict[str, np.ndarray]]:
+  """A tf.data dataset's batches as numpy; closing the generator stops tf.data's threads now, as
+  the thread pool's stop (a live tf.data iterator can hang the interpreter's exit)."""
+  iterator = ds.as_numpy_iterator()
+  try:
+    yield from iterator
+  finally:
+    del iterator
+
+
+def _threaded_batches(row_example: Callable[[int], tuple], batch: int, size: int,
+                      first_batch: int, num_batches: int | None) -> Iterator[dict[str, np.ndarray]]:
+  """The same batches as `_tf_batches`, from a thread pool that keeps a few batches in flight."""
+  pool = concurrent.futures.ThreadPoolExecutor(HOST_THREADS, thread_name_prefix='ce_jax_loader')
+
+  def submit(k: int):
+    out = {'image': np.empty((batch, size, size, 3), np.float32),
+           'valid': np.empty((batch,), np.float32)}
+
+    def fill(j: int) -> None:
+      out['image'][j], out['valid'][j] = row_example(k * batch + j)
+
+    return out, [pool.submit(fill, j) for j in range(batch)]
+
+  indices = (itertools.count(first_batch) if num_batches is None
+             else iter(range(first_batch, first_batch + num_batches)))
+  in_flight = collections.deque(submit(k) for k in itertools.islice(indices, BATCHES_IN_FLIGHT))
+  try:
+    while in_flight:
+      out, futures = in_flight.popleft()
+      if (k := next(indices, None)) is not None:
+        in_flight.append(submit(k))
+      for future in futures:
+        future.result()  # re-raises a worker's error here
+      yield out
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+_LOADER_FUNCTIONS = {'tf': _tf_batches, 'threads': _threaded_batches}
+
+
+# ------------------------------------------------------------------------------------------------
+# Places365 through TFDS and tf.data.
+
+
+def _tfds_batches(config, split: str, counter: SkipCounter, *, seed: int, start_step: int,
+                  shuffle: bool, repeat: bool, augment: bool, batch: int) -> HostBatches:
+  """This host's TFDS share, decoded and cropped by `images` like a folder."""
+  try:
+    tf = _tensorflow()
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  # heavy, only here
+  except ImportError:
+    raise ValueError(TFDS_NEEDS_TF) from None
+
+  options = _options()
   data_dir = os.path.expanduser(config.data_dir) if config.data_dir else None
   builder = tfds.builder(TFDS_NAME, data_dir=data_dir)
   tfds_split = TFDS_SPLITS[split]
@@ -248,68 +400,51 @@ def _tfds_source(config, split: str, seed: int, shuffle: bool, options: tf.data.
         f"tensorflow_datasets as tfds; tfds.builder('{TFDS_NAME}', data_dir='{where}')"
         f'.download_and_prepare()"` (about 30 GB) or pass --data_dir.') from None
 
-  def decode(image_bytes):
-    return tf.io.decode_image(image_bytes, channels=3, expand_animations=False), tf.constant(True)
+  size, min_fraction = config.image_size, config.train_crop_min
+  min_side = images.decode_side(size, min_fraction)
 
-  return records.map(lambda ex: ex['image']), decode, None
+  def example(position, image_bytes):
+    try:
+      pixels = images.load_image(io.BytesIO(image_bytes), min_side)
+    except Exception as e:  # pylint: disable=broad-except  # Any bad record is skipped.
+      counter.add(f'{split} record {position}', _reason(e))
+      return np.zeros((size, size, 3), np.float32), False
+    rng = _rng(seed, _CROP_STREAM, int(position)) if augment else None
+    return images.crop(pixels, size, rng, min_fraction), True
+
+  def example_tf(position, image_bytes):
+    image, ok = tf.numpy_function(example, [position, image_bytes], (tf.float32, tf.bool),
+                                  stateful=False)
+    return tf.ensure_shape(image, (size, size, 3)), tf.ensure_shape(ok, ())
+
+  def pad(image_batch):  # a partial last batch: `valid` marks the real rows
+    n = tf.shape(image_batch)[0]
+    image_batch = tf.pad(image_batch, [[0, batch - n], [0, 0], [0, 0], [0, 0]])
+    valid = tf.concat([tf.ones([n]), tf.zeros([batch - n])], 0)
+    return {'image': tf.ensure_shape(image_batch, (batch, size, size, 3)),
+            'valid': tf.ensure_shape(valid, (batch,))}
+
+  records = records.map(lambda ex: ex['image'])
+  if shuffle:  # fixed seeds: every run draws the same orders, epoch after epoch
+    records = records.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  if repeat:
+    records = records.repeat()
+  # The element's position seeds its crop; a resumed run skips the records of the steps done.
+  ds = records.enumerate().skip(start_step * batch)
+  ds = ds.map(example_tf, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.filter(lambda image, ok: ok)
+  ds = ds.map(lambda readable_image, ok: readable_image)
+  if repeat:
+    ds = ds.batch(batch, drop_remainder=True)
+    ds = ds.map(lambda image_batch: {'image': image_batch, 'valid': tf.ones([batch])})
+  else:
+    ds = ds.batch(batch).map(pad)
+  ds = ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+  return HostBatches(batch, None, 'tf', functools.partial(_numpy_batches, ds))
 
 
 # ------------------------------------------------------------------------------------------------
-# Shared tail: crop, rescale, flip, scale to [-1, 1], batch.
-
-
-def _crop(image: tf.Tensor, size: int, train: bool, seed: tf.Tensor,
-          min_fraction: float = 0.0) -> tf.Tensor:
-  """uint8 (H, W, 3) -> float32 (size, size, 3) in [-1, 1].
-
-  Test: the centre crop after rescaling the shorter side to `size`. Train: a random crop after
-  rescaling the shorter side to within [size, TRAIN_SCALE * size] (or, with `min_fraction` > 0,
-  a random window of min_fraction..1 x the shorter side), and a random flip (stateless,
-  from `seed`, so that a run is reproducible). Both cut the crop's window from the original and
-  resize only the window: the same pixels for less work, whatever the image's aspect ratio.
-  """
-  hw = tf.shape(image)[:2]
-  short = tf.reduce_min(hw)
-  if train:
-    offset_seed, flip_seed, scale_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-  if train and min_fraction > 0:  # zoom: a window of a random fraction of the shorter side
-    fraction = tf.random.stateless_uniform([], seed=scale_seed, minval=min_fraction, maxval=1.0)
-  else:  # the window that becomes `size` px once the shorter side is rescaled to `target`
-    target = tf.clip_by_value(short, size, math.ceil(TRAIN_SCALE * size)) if train else size
-    fraction = size / tf.cast(target, tf.float32)
-  side = tf.clip_by_value(tf.cast(tf.round(fraction * tf.cast(short, tf.float32)), tf.int32),
-                          1, short)
-  room = hw - side
-  if train:
-    u = tf.random.stateless_uniform([2], seed=offset_seed)
-    offset = tf.minimum(tf.cast(u * tf.cast(room + 1, tf.float32), tf.int32), room)
-  else:
-    offset = room // 2
-  window = tf.slice(image, [offset[0], offset[1], 0], [side, side, 3])
-  window = tf.cond(side == size,
-                   lambda: tf.cast(window, tf.float32),
-                   lambda: tf.image.resize(window, (size, size), 'bilinear', antialias=True))
-  window = tf.reshape(window, (size, size, 3))
-  if train:
-    window = tf.image.stateless_random_flip_left_right(window, seed=flip_seed)
-  return tf.clip_by_value(window / 127.5 - 1.0, -1.0, 1.0)
-
-
-def _pad_batch(images: tf.Tensor, batch: int) -> dict:
-  """Pads a partial batch to `batch` rows; `valid` marks the real ones."""
-  n = tf.shape(images)[0]
-  images = tf.pad(images, [[0, batch - n], [0, 0], [0, 0], [0, 0]])
-  valid = tf.concat([tf.ones([n]), tf.zeros([batch - n])], 0)
-  return {'image': tf.ensure_shape(images, (batch,) + tuple(images.shape[1:])),
-          'valid': tf.ensure_shape(valid, (batch,))}
-
-
-def _options() -> tf.data.Options:
-  options = tf.data.Options()
-  options.deterministic = True  # the same seed gives the same batches; evaluation order is fixed
-  options.threading.private_threadpool_size = TF_DATA_THREADS
-  options.threading.max_intra_op_parallelism = 1
-  return options
+# Settings and the entry point.
 
 
 def validate(config) -> None:
@@ -338,73 +473,73 @@ def host_batch_size(config, split: str) -> int:
   return batch // hosts
 
 
-def create_dataset(config, split: str, *, seed: int = 0, shuffle: bool | None = None,
-                   repeat: bool | None = None, augment: bool | None = None
-                   ) -> tuple[tf.data.Dataset, SkipCounter]:
-  """Per-host batches {'image': (b, S, S, 3) float32 in [-1, 1], 'valid': (b,) float32}.
+def create_dataset(config, split: str, *, seed: int = 0, start_step: int = 0,
+                   shuffle: bool | None = None, repeat: bool | None = None,
+                   augment: bool | None = None, loader: str | None = None
+                   ) -> tuple[HostBatches, SkipCounter]:
+  """This host's batches of `split` ('train' or 'test'), from global batch `start_step` on.
 
-  `split` is 'train' or 'test'; b is the (eval) batch size over the number of hosts, S is
-  `config.image_size`. shuffle, repeat and augment (random crop and flip) default to
-  (split == 'train'); a stream that does not repeat pads its last batch (`valid` = 0), so that
-  scoring the training split (shuffle=repeat=augment=False) sees every image once. Returns the
-  dataset and the `SkipCounter` of files it could not read.
+  shuffle, repeat and augment (random crop and flip) default to (split == 'train'); a stream that
+  does not repeat pads its last batch (`valid` = 0), so that scoring the training split
+  (shuffle=repeat=augment=False) sees every image once. `loader` is 'tf' (tf.data), 'threads'
+  or None (tf.data where TensorFlow is installed). Returns the batches and the `SkipCounter` of
+  the files they could not read.
   """
   if split not in TFDS_SPLITS:
     raise ValueError(f"split must be 'train' or 'test', not {split!r}.")
-  _hide_gpus_from_tensorflow()
+  if loader not in (None, *LOADERS):
+    raise ValueError(f'loader={loader!r} must be one of {LOADERS} or None.')
+  if not (isinstance(start_step, int) and start_step >= 0):
+    raise ValueError(f'start_step={start_step!r} must be an integer >= 0.')
   train = split == 'train'
   shuffle = train if shuffle is None else shuffle
   repeat = train if repeat is None else repeat
   augment = train if augment is None else augment
-  size, batch = config.image_size, host_batch_size(config, 'train' if repeat else 'test')
-  options = _options()
+  batch = host_batch_size(config, 'train' if repeat else 'test')
   counter = SkipCounter()
 
-  name = config.dataset
-  # Decode no smaller than the largest training window needs (a zoomed crop needs more pixels).
-  min_side = math.ceil(size / config.train_crop_min if config.train_crop_min > 0
-                       else TRAIN_SCALE * size)
-  if (root := _folder_root(config)) is not None:
-    records, decode, n = _folder_source(root, config, split, counter, min_side)
-  elif name == TFDS_NAME:
-    records, decode, n = _tfds_source(config, split, seed, shuffle, options)
-  else:
-    raise ValueError(f'Unknown dataset {name!r}; use {DATASET_FORMS}.')
+  if (root := _folder_root(config)) is None:
+    if config.dataset == TFDS_NAME:
+      if loader == 'threads':
+        raise ValueError(f"{TFDS_NAME} is read by tf.data; loader='threads' reads folders.")
+      return _tfds_batches(config, split, counter, seed=seed, start_step=start_step,
+                           shuffle=shuffle, repeat=repeat, augment=augment, batch=batch), counter
+    raise ValueError(f'Unknown dataset {config.dataset!r}; use {DATASET_FORMS}.')
 
-  if shuffle:
-    # File paths are small, so a folder is shuffled whole; TFDS examples through the buffer.
-    records = records.shuffle(max(n or 0, config.shuffle_buffer), seed=seed,
-                              reshuffle_each_iteration=True)
-  if repeat:
-    records = records.repeat()
-  ds = records.enumerate()  # the element's position seeds its crop and flip
-  ds = ds.map(lambda i, r: (i, *decode(r)), num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.filter(lambda i, image, ok: ok)
-  seed64 = tf.constant(seed, tf.int64)
-  ds = ds.map(lambda i, image, ok: _crop(image, size, augment, tf.stack([seed64, i]),
-                                         config.train_crop_min),
-              num_parallel_calls=tf.data.AUTOTUNE)
-  if repeat:
-    ds = ds.batch(batch, drop_remainder=True)
-    ds = ds.map(lambda images: {'image': images, 'valid': tf.ones([batch])})
-  else:
-    ds = ds.batch(batch).map(lambda images: _pad_batch(images, batch))
-  return ds.prefetch(tf.data.AUTOTUNE).with_options(options), counter
+  paths = _split_paths(root, config, split)
+  examples = _FolderExamples(paths, counter, size=config.image_size, seed=seed, shuffle=shuffle,
+                             repeat=repeat, augment=augment, min_fraction=config.train_crop_min)
+  examples.check_readable(f'the {split!r} split of {root.expanduser()}')
+  num_batches = None
+  if not repeat:
+    num_batches = max(0, math.ceil(len(paths) / (batch * jax.process_count())) - start_step)
+  loader = loader or default_loader()
+  if loader == 'tf':
+    try:
+      _tensorflow()
+    except ImportError:
+      raise ValueError("loader='tf' needs TensorFlow: pip install 'ce_jax[tf]', or use "
+                       "loader='threads'.") from None
+  iterate = functools.partial(_LOADER_FUNCTIONS[loader], _host_rows(examples.example, batch),
+                              batch, config.image_size, start_step, num_batches)
+  return HostBatches(batch, num_batches, loader, iterate), counter
 
 
 # ------------------------------------------------------------------------------------------------
 # Device side.
 
 
-def device_batches(dataset: tf.data.Dataset, config, mesh: jax.sharding.Mesh, key: jax.Array, *,
-                   prefetch: int = 2) -> Iterator[dict[str, jax.Array]]:
+def device_batches(host_batches: HostBatches, config, mesh: jax.sharding.Mesh, key: jax.Array,
+                   *, first_index: int = 0, prefetch: int = 2
+                   ) -> Iterator[dict[str, jax.Array]]:
   """Global batches sharded over the mesh's `data` axis, masked on the device.
 
   Yields `masks.make_batch`'s dict (image, masked, mask, box, target, patch_mask) plus `valid`,
-  the i-th batch masked with `fold_in(key, i)`. A background thread keeps `prefetch` batches
-  ready, so the device never waits for the host.
+  the i-th batch masked with `fold_in(key, first_index + i)`: a run resumed at step k passes
+  first_index=k and draws the masks an uninterrupted run draws. A background thread keeps
+  `prefetch` batches ready, so the device never waits for the host.
   """
-  global_batch = dataset.element_spec['image'].shape[0] * jax.process_count()
+  global_batch = host_batches.batch_size * jax.process_count()
   what = 'batch_size' if global_batch == config.batch_size else 'eval_batch_size'
   sharding.check_divisible(global_batch, mesh, what)
   data_sharding = sharding.batch_sharding(mesh)
@@ -412,7 +547,7 @@ def device_batches(dataset: tf.data.Dataset, config, mesh: jax.sharding.Mesh, ke
   mask = _masker(ml_collections.FrozenConfigDict(config), mesh)
 
   def batches():
-    for i, batch in enumerate(dataset.as_numpy_iterator()):
+    for i, batch in enumerate(host_batches, first_index):
       yield mask(jax.make_array_from_process_local_data(data_sharding, batch['image']),
                  jax.make_array_from_process_local_data(data_sharding, batch['valid']), key, i)
 
@@ -426,8 +561,8 @@ def _masker(config: ml_collections.FrozenConfigDict, mesh) -> Callable:
                if config.mask.kind == 'file' else None)
 
   @functools.partial(jax.jit, out_shardings=sharding.batch_sharding(mesh))
-  def mask(images, valid, key, i):
-    return {**masks.make_batch(images, jax.random.fold_in(key, i), config, file_mask),
+  def mask(image_batch, valid, key, i):
+    return {**masks.make_batch(image_batch, jax.random.fold_in(key, i), config, file_mask),
             'valid': valid}
 
   return mask
@@ -468,6 +603,9 @@ def _prefetch(iterator: Iterator, size: int) -> Iterator:
       put(_END)
     except BaseException as e:  # pylint: disable=broad-except  # handed to the consumer
       put(_Raised(e))
+    finally:
+      if hasattr(iterator, 'close'):
+        iterator.close()  # the loader's threads stop now, not when garbage collected
 
   worker = threading.Thread(target=work, daemon=True, name='device_batches')
   worker.start()

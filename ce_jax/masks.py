@@ -1,7 +1,7 @@
 """Holes: where they are, how they are filled, and how a predicted patch goes back in.
 
 Every mask is a square *patch box* of side `hole_size` (what the decoder paints) at a top-left
-corner `box = (y, x)`, and inside it a *region* (the pixels actually missing from the input):
+`corner = (y, x)`, and inside it a *region* (the pixels actually missing from the input):
 
 * ``center``   the box in the middle of the image; region = box shrunk by `overlap` px a side
                (the original release: 4 px of context inside the predicted patch).
@@ -24,7 +24,7 @@ from PIL import Image
 KINDS = ('center', 'block', 'freeform', 'file')
 
 
-def center_box(image_size: int, hole_size: int) -> tuple[int, int]:
+def center_corner(image_size: int, hole_size: int) -> tuple[int, int]:
   """Top-left corner of the centred patch box."""
   o = (image_size - hole_size) // 2
   return o, o
@@ -73,7 +73,8 @@ def load_mask_file(path: str, image_size: int) -> np.ndarray:
     img = Image.open(path)
     img.load()
   except (OSError, ValueError) as e:
-    raise ValueError(f'Cannot read mask file {path!r} ({e}); give a PNG with white where the hole is.')
+    raise ValueError(f'Cannot read mask file {path!r} ({e}); give a PNG with white where the '
+                     'hole is.') from None
   try:
     return hole_from_image(img, image_size, image_size).astype(np.float32)
   except ValueError as e:
@@ -110,17 +111,17 @@ def box_around(region: np.ndarray, hole_size: int, overlap: int = 0) -> tuple[in
   return square_around(region, hole_size)
 
 
-def place(region_in_box: jnp.ndarray, box, image_size: int) -> jnp.ndarray:
-  """Writes a (hole, hole) region into an all-zero (image, image) canvas at `box`."""
+def place(region_in_box: jnp.ndarray, corner, image_size: int) -> jnp.ndarray:
+  """Writes a (hole, hole) region into an all-zero (image, image) canvas at `corner`."""
   canvas = jnp.zeros((image_size, image_size), region_in_box.dtype)
-  return jax.lax.dynamic_update_slice(canvas, region_in_box, tuple(box))
+  return jax.lax.dynamic_update_slice(canvas, region_in_box, tuple(corner))
 
 
 def sample(key, batch_size: int, mask_cfg, image_size: int, hole_size: int, file_mask=None):
   """Draws `batch_size` masks of `mask_cfg.kind`.
 
-  Returns (region, box): region (B, H, W, 1) float32 with 1 where pixels are missing, and
-  box (B, 2) int32, the patch box's top-left corner.
+  Returns (region, corner): region (B, H, W, 1) float32 with 1 where pixels are missing, and
+  corner (B, 2) int32, the patch box's top-left corner.
   """
   kind, overlap = mask_cfg.kind, mask_cfg.overlap
   if kind not in KINDS:
@@ -128,25 +129,26 @@ def sample(key, batch_size: int, mask_cfg, image_size: int, hole_size: int, file
   if not 0 <= 2 * overlap < hole_size:
     raise ValueError(f'mask.overlap={overlap} leaves no hole in a {hole_size}px patch; '
                      f'use 0 <= overlap < {hole_size // 2}.')
-  k_box, k_shape = jax.random.split(key)
+  k_corner, k_shape = jax.random.split(key)
   if kind == 'file':
     if file_mask is None:
       file_mask = load_mask_file(mask_cfg.file, image_size)
-    box = jnp.asarray(box_around(file_mask, hole_size, overlap), jnp.int32)
+    corner = jnp.asarray(box_around(file_mask, hole_size, overlap), jnp.int32)
     region = jnp.broadcast_to(jnp.asarray(file_mask), (batch_size, image_size, image_size))
-    return region[..., None], jnp.broadcast_to(box, (batch_size, 2))
+    return region[..., None], jnp.broadcast_to(corner, (batch_size, 2))
   if kind == 'center':
-    box = jnp.broadcast_to(jnp.asarray(center_box(image_size, hole_size), jnp.int32), (batch_size, 2))
+    corner = jnp.broadcast_to(jnp.asarray(center_corner(image_size, hole_size), jnp.int32),
+                              (batch_size, 2))
   else:
-    box = jax.random.randint(k_box, (batch_size, 2), 0, image_size - hole_size + 1)
+    corner = jax.random.randint(k_corner, (batch_size, 2), 0, image_size - hole_size + 1)
   if kind == 'freeform':
     keys = jax.random.split(k_shape, batch_size)
     inner = jax.vmap(lambda k: freeform_region(
         k, hole_size, overlap, mask_cfg.max_strokes, mask_cfg.max_vertices, mask_cfg.max_radius))(keys)
   else:
     inner = jnp.broadcast_to(box_region(hole_size, overlap), (batch_size, hole_size, hole_size))
-  region = jax.vmap(place, in_axes=(0, 0, None))(inner, box, image_size)
-  return region[..., None], box
+  region = jax.vmap(place, in_axes=(0, 0, None))(inner, corner, image_size)
+  return region[..., None], corner
 
 
 def fill_hole(images, region, fill: Sequence[float]):
@@ -154,45 +156,45 @@ def fill_hole(images, region, fill: Sequence[float]):
   return jnp.where(region > 0, jnp.asarray(fill, images.dtype), images)
 
 
-def crop(images, box, hole_size: int):
-  """(B, hole, hole, C) patches of `images` at each example's `box`."""
-  def one(img, b):
-    return jax.lax.dynamic_slice(img, (b[0], b[1], 0), (hole_size, hole_size, img.shape[-1]))
-  return jax.vmap(one)(images, box)
+def crop(images, corner, hole_size: int):
+  """(B, hole, hole, C) patches of `images` at each example's `corner`."""
+  def one(img, c):
+    return jax.lax.dynamic_slice(img, (c[0], c[1], 0), (hole_size, hole_size, img.shape[-1]))
+  return jax.vmap(one)(images, corner)
 
 
-def paste(images, patches, box, region):
-  """`images` with the missing `region` replaced by the predicted `patches` placed at `box`."""
-  def one(img, p, b):
-    return jax.lax.dynamic_update_slice(img, p.astype(img.dtype), (b[0], b[1], 0))
-  canvas = jax.vmap(one)(images, patches, box)
+def paste(images, patches, corner, region):
+  """`images` with the missing `region` replaced by the predicted `patches` placed at `corner`."""
+  def one(img, p, c):
+    return jax.lax.dynamic_update_slice(img, p.astype(img.dtype), (c[0], c[1], 0))
+  canvas = jax.vmap(one)(images, patches, corner)
   return jnp.where(region > 0, canvas, images)
 
 
 def make_batch(images, key, config, file_mask=None) -> dict:
   """Masks a batch of images in [-1, 1], (B, H, W, 3), with masks drawn from `key`."""
-  region, box = sample(key, images.shape[0], config.mask, images.shape[1], config.hole_size,
-                       file_mask)
-  return assemble(images, region, box, config)
+  region, corner = sample(key, images.shape[0], config.mask, images.shape[1], config.hole_size,
+                          file_mask)
+  return assemble(images, region, corner, config)
 
 
-def assemble(images, region, box, config) -> dict:
-  """The batch the networks consume, from images, their missing `region` and patch `box`:
+def assemble(images, region, corner, config) -> dict:
+  """The batch the networks consume, from images, their missing `region` and patch box `corner`:
 
     image  (B, H, W, 3)       the whole image
     masked (B, H, W, 3)       the encoder's input: the hole filled with `config.fill`
     mask   (B, H, W, 1)       1 where pixels are missing
-    box    (B, 2) int32       top-left of the patch box
+    box    (B, 2) int32       `corner`, the patch box's top-left (y, x)
     target (B, h, h, 3)       the true patch the decoder must paint
     patch_mask (B, h, h, 1)   `mask` cropped to the patch box
   """
   region = jnp.asarray(region, images.dtype)
-  box = jnp.asarray(box, jnp.int32)
+  corner = jnp.asarray(corner, jnp.int32)
   return {
       'image': images,
       'masked': fill_hole(images, region, config.fill),
       'mask': region,
-      'box': box,
-      'target': crop(images, box, config.hole_size),
-      'patch_mask': crop(region, box, config.hole_size),
+      'box': corner,
+      'target': crop(images, corner, config.hole_size),
+      'patch_mask': crop(region, corner, config.hole_size),
   }

@@ -21,13 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ce_jax import masks
+from ce_jax import masks, stride2_conv
 
 ENCODERS = ('pathak', 'alexnet', 'vgg', 'resnet')
 MODELS = ('vae', 'gan')
 IMAGE_SIZES = (32, 64, 128, 256)
 
 weight_init = nn.initializers.normal(stddev=0.02)
+UPSAMPLES = ('deconv', 'nearest', 'bilinear')
 
 
 def bn_scale_init(key, shape, dtype=jnp.float32):
@@ -43,6 +44,11 @@ def stage_widths(num_stages: int, width: int, num_top: int = 1) -> list[int]:
   return [width * 2 ** int(np.clip(3 - (top - i), 0, 3)) for i in range(num_stages)]
 
 
+def lrelu(x):
+  """LeakyReLU 0.2, the original's activation in the encoder, bottleneck and discriminator."""
+  return nn.leaky_relu(x, 0.2)
+
+
 def _log2(n: int, what: str) -> int:
   k = int(round(math.log2(n))) if n > 0 else -1
   if n <= 0 or 2 ** k != n:
@@ -51,15 +57,17 @@ def _log2(n: int, what: str) -> int:
 
 
 class _Layers(nn.Module):
-  """Shared conv / norm factories: one place for init, dtype and cross-device BatchNorm."""
+  """Shared conv / norm factories and the conv block: one place for init, dtype, the conv's
+  bias and cross-device BatchNorm."""
   train: bool = False
   axis_name: str | None = None
   dtype: jnp.dtype = jnp.float32
   conv_impl: str = 'phase'
 
   def down(self, features, bias=False):
-    """4x4 stride-2 convolution, the original's (see `DownConv`)."""
-    return DownConv(features, use_bias=bias, impl=self.conv_impl, dtype=self.dtype)
+    """4x4 stride-2 convolution, the original's (see `stride2_conv.DownConv`)."""
+    return stride2_conv.DownConv(features, use_bias=bias, impl=self.conv_impl, dtype=self.dtype,
+                                 kernel_init=weight_init)
 
   def conv(self, features, kernel, stride=1, bias=False, padding='SAME', name=None):
     return nn.Conv(features, (kernel, kernel), (stride, stride), padding=padding, use_bias=bias,
@@ -70,145 +78,13 @@ class _Layers(nn.Module):
                         scale_init=bn_scale_init, axis_name=self.axis_name, dtype=self.dtype,
                         name=name)
 
-
-CONV_IMPLS = ('phase', 'xla')
-UPSAMPLES = ('deconv', 'nearest', 'bilinear')
-_DN = ('NHWC', 'HWIO', 'NHWC')
-_PHASE_TAPS = np.array([[3, 1], [2, 0]])  # [output phase][2x2 window row] -> 4x4 kernel row
-
-
-def _conv_s2(x, kernel):
-  """4x4 stride-2 padding-1 convolution, (B, H, W, I) x (4, 4, I, O) -> (B, H/2, W/2, O)."""
-  return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_DN)
-
-
-def _conv_s2_kernel_grad(x, dy, kernel):
-  return jax.vjp(lambda k: _conv_s2(x, k), kernel)[1](dy)[0]
-
-
-def _conv_s2_transpose(y, kernel):
-  """The adjoint of `_conv_s2(., kernel)`: (B, h, w, O) -> (B, 2h, 2w, I), by phases.
-
-  Output phase (a, b) of the 2x-upsampled map (rows 2m + a, columns 2n + b) is a 2x2 convolution
-  of the once-padded input at window (m + a, n + b); one stride-1 2x2 convolution to 4*I channels
-  computes all four phases, which are then interleaved. Only (h+1)(w+1)/(hw) of the exact FLOPs,
-  and no dilated convolution, which XLA's CPU backend runs 3x slower.
-  """
-  b, h, w, _ = y.shape
-  i = kernel.shape[2]
-  k = kernel[_PHASE_TAPS[:, :, None, None], _PHASE_TAPS[None, None]]  # (a, t, b, s, I, O)
-  k = k.transpose(1, 3, 5, 0, 2, 4).reshape(2, 2, -1, 4 * i)  # (t, s, O, (a, b, I))
-  y = jnp.pad(y, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  z = jax.lax.conv_general_dilated(y, k, (1, 1), 'VALID', dimension_numbers=_DN)
-  z = z.reshape(b, h + 1, w + 1, 2, 2, i)
-  rows = [jnp.stack([z[:, a:a + h, c:c + w, a, c] for c in (0, 1)], axis=3) for a in (0, 1)]
-  return jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, i)  # (b, h, a, w, c, I) -> interleaved
-
-
-def _with_adjoint_vjp(primal, adjoint, kernel_grad):
-  """`primal(x, kernel)` whose input gradient is `adjoint(g, kernel)`, its kernel gradient
-  `kernel_grad(x, g, kernel)`."""
-
-  @jax.custom_vjp
-  def op(x, kernel):
-    return primal(x, kernel)
-
-  def fwd(x, kernel):
-    return primal(x, kernel), (x, kernel)
-
-  def bwd(res, g):
-    x, kernel = res
-    return adjoint(g, kernel), kernel_grad(x, g, kernel)
-
-  op.defvjp(fwd, bwd)
-  return op
-
-
-# `_conv_s2` with its input gradient computed by phases, and its transpose (by phases) whose
-# input gradient is the plain strided convolution: each is the other's adjoint.
-conv_down = _with_adjoint_vjp(_conv_s2, _conv_s2_transpose, _conv_s2_kernel_grad)
-conv_up = _with_adjoint_vjp(_conv_s2_transpose, _conv_s2,
-                            lambda y, dx, kernel: _conv_s2_kernel_grad(dx, y, kernel))
-
-
-class _Stride2Conv(nn.Module):
-  """A 4x4 stride-2 (transposed) convolution's parameters: kernel (4, 4, in, out), optional bias."""
-  features: int
-  use_bias: bool = False
-  impl: str = 'phase'
-  dtype: jnp.dtype = jnp.float32
-
-  def apply_kernel(self, x, kernel):
-    raise NotImplementedError
-
-  @nn.compact
-  def __call__(self, x):
-    if self.impl not in CONV_IMPLS:
-      raise ValueError(f"Unknown conv_impl {self.impl!r}; use one of: {', '.join(CONV_IMPLS)}.")
-    kernel = self.param('kernel', weight_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-    y = self.apply_kernel(x.astype(self.dtype), kernel.astype(self.dtype))
-    if self.use_bias:
-      y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32).astype(y.dtype)
-    return y
-
-
-class DownConv(_Stride2Conv):
-  """4x4 stride-2 convolution (Torch's SpatialConvolution(4, 4, 2, 2, 1, 1)).
-
-  impl='phase' computes its input gradient with `conv_up`; impl='xla' leaves it to XLA's
-  autodiff (a dilated convolution). Same parameters either way.
-  """
-
-  def apply_kernel(self, x, kernel):
-    return conv_down(x, kernel) if self.impl == 'phase' else _conv_s2(x, kernel)
-
-
-class UpConv(_Stride2Conv):
-  """4x4 stride-2 transposed convolution (Torch's SpatialFullConvolution(4, 4, 2, 2, 1, 1)).
-
-  impl='phase' runs it as `conv_up` (one 2x2 convolution for all four output phases; its input
-  gradient is a plain strided convolution); impl='xla' uses lax.conv_transpose. Same
-  parameters either way, so checkpoints move freely between them.
-  """
-
-  def apply_kernel(self, x, kernel):
-    return up_conv(x, kernel, self.impl)
-
-
-def up_conv(x, kernel, impl: str = 'phase'):
-  """Torch's SpatialFullConvolution(4, 4, 2, 2, 1, 1) of x with a (4, 4, in, out) kernel."""
-  if impl == 'phase':
-    return conv_up(x, kernel.swapaxes(2, 3))  # the transpose of a conv from `out` to `in`
-  # A transposed conv correlates the 2x-dilated input with the spatially flipped kernel.
-  return jax.lax.conv_transpose(x, kernel[::-1, ::-1], (2, 2), ((2, 2), (2, 2)),
-                                dimension_numbers=_DN)
-
-
-# Nearest x2 up-sampling then a 3x3 convolution is a 4x4 stride-2 transposed convolution whose
-# kernel rows are sums of the 3x3 kernel's rows: out[2m] = w0 x[m-1] + (w1 + w2) x[m] and
-# out[2m+1] = (w0 + w1) x[m] + w2 x[m+1], i.e. 4x4 rows (w2, w1 + w2, w0 + w1, w0).
-_NEAREST_TAPS = np.array([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]], np.float32)
-
-
-class NearestUpConv(nn.Module):
-  """Nearest-neighbour x2 up-sampling, then a 3x3 convolution (parameters: its 3x3 kernel).
-
-  Every output pixel gets the same number of taps, so it cannot paint the checkerboard of a
-  transposed convolution; computed as one (`up_conv`), by phases, at a transposed conv's cost.
-  """
-  features: int
-  use_bias: bool = False
-  impl: str = 'phase'
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    w = self.param('kernel', weight_init, (3, 3, x.shape[-1], self.features), jnp.float32)
-    kernel = jnp.einsum('ya,xb,abio->yxio', _NEAREST_TAPS, _NEAREST_TAPS, w)
-    y = up_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.impl)
-    if self.use_bias:
-      y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32).astype(y.dtype)
-    return y
+  def conv_block(self, x, make_conv, *conv_args, norm=True, act=lrelu):
+    """act(BatchNorm(conv(x))) with the conv `make_conv(*conv_args, bias=...)`, which carries a
+    bias only where no BatchNorm follows (BN's offset is one). norm=False: no BatchNorm;
+    act=None: no activation. The submodules are the caller's, named as if it made them."""
+    x = make_conv(*conv_args, bias=not norm)(x)
+    x = self.norm()(x) if norm else x
+    return x if act is None else act(x)
 
 
 class PathakEncoder(_Layers):
@@ -220,9 +96,7 @@ class PathakEncoder(_Layers):
     n = _log2(x.shape[1], 'image_size') - 2
     stages = []
     for i, c in enumerate(stage_widths(n, self.width)):
-      x = self.down(c, bias=i == 0)(x)
-      x = x if i == 0 else self.norm()(x)
-      x = nn.leaky_relu(x, 0.2)
+      x = self.conv_block(x, self.down, c, norm=i > 0)
       stages.append(x)
     return stages
 
@@ -239,15 +113,13 @@ class AlexNetEncoder(_Layers):
     n = _log2(x.shape[1], 'image_size') - 4  # stride-2 stages after the stride-4 stem
     if n < 1:
       raise ValueError('The alexnet encoder needs image_size >= 32.')
-    x = nn.leaky_relu(self.conv(self.width * 3 // 2, 11, 4, bias=True)(x), 0.2)
+    x = self.conv_block(x, self.conv, self.width * 3 // 2, 11, 4, norm=False)
     stages = [x]
     alexnet = (4, 6, 6, 4)  # conv2..conv5 widths of AlexNet, in units of width / 64 * 64
     for i in range(n):
-      x = self.conv(self.width * alexnet[i % 4], 5 if i == 0 else 3, 2)(x)
-      x = nn.leaky_relu(self.norm()(x), 0.2)
+      x = self.conv_block(x, self.conv, self.width * alexnet[i % 4], 5 if i == 0 else 3, 2)
       stages.append(x)
-    x = self.conv(self.width * 8, 3)(x)
-    return stages[:-1] + [nn.leaky_relu(self.norm()(x), 0.2)]
+    return stages[:-1] + [self.conv_block(x, self.conv, self.width * 8, 3)]
 
 
 class VGGEncoder(_Layers):
@@ -262,9 +134,7 @@ class VGGEncoder(_Layers):
     for c in stage_widths(n, self.width, num_top=2):
       reps = 2 if c < 4 * self.width else 3
       for r in range(reps):
-        x = self.conv(c, 3, 2 if r == reps - 1 else 1, bias=first)(x)
-        x = x if first else self.norm()(x)
-        x = nn.leaky_relu(x, 0.2)
+        x = self.conv_block(x, self.conv, c, 3, 2 if r == reps - 1 else 1, norm=not first)
         first = False
       stages.append(x)
     return stages
@@ -277,10 +147,10 @@ class BasicBlock(_Layers):
 
   @nn.compact
   def __call__(self, x):
-    y = nn.relu(self.norm()(self.conv(self.features, 3, self.stride)(x)))
-    y = self.norm()(self.conv(self.features, 3)(y))
+    y = self.conv_block(x, self.conv, self.features, 3, self.stride, act=nn.relu)
+    y = self.conv_block(y, self.conv, self.features, 3, act=None)
     if x.shape != y.shape:
-      x = self.norm()(self.conv(self.features, 1, self.stride)(x))
+      x = self.conv_block(x, self.conv, self.features, 1, self.stride, act=None)
     return nn.relu(x + y)
 
 
@@ -291,7 +161,7 @@ class ResNetEncoder(_Layers):
   @nn.compact
   def __call__(self, x):
     n = _log2(x.shape[1], 'image_size') - 3
-    x = nn.relu(self.norm()(self.conv(self.width, 7, 2)(x)))
+    x = self.conv_block(x, self.conv, self.width, 7, 2, act=nn.relu)
     stages = [x]
     block = functools.partial(BasicBlock, train=self.train, axis_name=self.axis_name,
                               dtype=self.dtype, conv_impl=self.conv_impl)
@@ -336,10 +206,10 @@ class Decoder(_Layers):
   def up(self, features, bias):
     """x2 up-sampling: the original's 4x4 stride-2 transposed conv ('deconv'), or a nearest
     ('nearest') or bilinear ('bilinear') resize then a 3x3 conv, which paint no checkerboard."""
-    if self.upsample == 'deconv':
-      return UpConv(features, use_bias=bias, impl=self.conv_impl, dtype=self.dtype)
-    if self.upsample == 'nearest':
-      return NearestUpConv(features, use_bias=bias, impl=self.conv_impl, dtype=self.dtype)
+    if self.upsample in ('deconv', 'nearest'):
+      layer = stride2_conv.UpConv if self.upsample == 'deconv' else stride2_conv.NearestUpConv
+      return layer(features, use_bias=bias, impl=self.conv_impl, dtype=self.dtype,
+                   kernel_init=weight_init)
     conv = self.conv(features, 3, bias=bias)
     return lambda x: conv(upsample2_bilinear(x))
 
@@ -354,36 +224,34 @@ class Decoder(_Layers):
       if skips and x.shape[1] in skips:
         x = jnp.concatenate([x, skips[x.shape[1]].astype(x.dtype)], axis=-1)
       c = 3 if last else max(self.width, top // 2 ** (i + 1))
-      x = self.up(c, bias=last)(x)
-      x = jnp.tanh(x) if last else nn.relu(self.norm()(x))
+      x = self.conv_block(x, self.up, c, norm=not last, act=jnp.tanh if last else nn.relu)
     return x.astype(jnp.float32)
 
 
-def box_features(stages, box, image_size: int, hole_size: int) -> dict:
+def box_features(stages, corner, image_size: int, hole_size: int) -> dict:
   """{side: (B, side, side, C)} crops of the encoder's maps over the patch box, one per decoder
   level below the patch's own resolution whose matching map exists (side = map size x
-  hole_size / image_size). `box` (B, 2) is the patch's top-left corner in image pixels."""
+  hole_size / image_size). `corner` (B, 2) is the patch box's top-left corner in image pixels."""
   out = {}
   for f in stages:
     size = f.shape[1]
     side = size * hole_size // image_size
     if side < 4 or side >= hole_size or side * image_size != size * hole_size:
       continue
-    corner = box * size // image_size
-    out[side] = jax.vmap(lambda m, c: jax.lax.dynamic_slice(
-        m, (c[0], c[1], 0), (side, side, m.shape[-1])))(f, corner)
+    out[side] = jax.vmap(lambda m, c, side=side: jax.lax.dynamic_slice(
+        m, (c[0], c[1], 0), (side, side, m.shape[-1])))(f, corner * size // image_size)
   return out
 
 
-class ContextEncoder(_Layers):
-  """The generator: masked image -> encoder -> bottleneck -> decoder -> patch.
+class Generator(_Layers):
+  """The context encoder's generator: masked image -> encoder -> bottleneck -> decoder -> patch.
 
   model='gan': the bottleneck is Dense + BN + LeakyReLU to N (the original's 4x4 valid conv).
   model='vae': two Dense heads give mu and log-variance; z = mu + sigma * eps with eps drawn from
   `key` (one key, or one per example: then an example's noise does not depend on how the batch
   is split across devices), or z = mu when no key is given (deterministic evaluation).
   skips=True adds the encoder's features over the patch box to the decoder (`box_features`);
-  `box` (B, 2) is the patch's top-left corner, the centre when None.
+  `corner` (B, 2) is the patch box's top-left corner, the centre when None.
   Returns (patch, extras) with extras = {'mu', 'logvar'} for the VAE and {} for the GAN.
   """
   model: str = 'gan'
@@ -395,21 +263,22 @@ class ContextEncoder(_Layers):
   upsample: str = 'deconv'
 
   @nn.compact
-  def __call__(self, x, key=None, box=None):
+  def __call__(self, x, key=None, corner=None):
     common = dict(train=self.train, axis_name=self.axis_name, dtype=self.dtype,
                   conv_impl=self.conv_impl)
     stages = ENCODER_CLASSES[self.encoder](width=self.width, name='encoder', **common)(x)
     skips = None
     if self.skips:
       size = x.shape[1]
-      if box is None:
-        box = jnp.broadcast_to(jnp.asarray(masks.center_box(size, self.hole_size)), (x.shape[0], 2))
-      skips = box_features(stages, jnp.asarray(box, jnp.int32), size, self.hole_size)
+      if corner is None:
+        corner = jnp.broadcast_to(jnp.asarray(masks.center_corner(size, self.hole_size)),
+                                  (x.shape[0], 2))
+      skips = box_features(stages, jnp.asarray(corner, jnp.int32), size, self.hole_size)
     h = stages[-1].reshape(x.shape[0], -1)
     dense = functools.partial(nn.Dense, self.bottleneck, kernel_init=weight_init, dtype=self.dtype)
     extras = {}
     if self.model == 'gan':
-      z = nn.leaky_relu(self.norm(name='bottleneck_bn')(dense(use_bias=False, name='bottleneck')(h)), 0.2)
+      z = lrelu(self.norm(name='bottleneck_bn')(dense(use_bias=False, name='bottleneck')(h)))
     else:
       mu = dense(name='mu')(h).astype(jnp.float32)
       logvar = dense(name='logvar')(h).astype(jnp.float32)
@@ -437,9 +306,7 @@ class Discriminator(_Layers):
     x = patch.astype(self.dtype)
     n = _log2(patch.shape[1], 'hole_size') - 2
     for i in range(n):
-      x = self.down(self.width * 2 ** min(i, 3), bias=i == 0)(x)
-      x = x if i == 0 else self.norm()(x)
-      x = nn.leaky_relu(x, 0.2)
+      x = self.conv_block(x, self.down, self.width * 2 ** min(i, 3), norm=i > 0)
     x = nn.Dense(1, kernel_init=weight_init, dtype=self.dtype)(x.reshape(x.shape[0], -1))
     return x[:, 0].astype(jnp.float32)
 
@@ -459,8 +326,9 @@ def validate(config) -> None:
                      f'{config.image_size}.')
   if config.bottleneck < 1:
     raise ValueError(f'bottleneck={config.bottleneck} must be a positive number of units.')
-  if config.conv_impl not in CONV_IMPLS:
-    raise ValueError(f"conv_impl={config.conv_impl!r}: use one of {', '.join(CONV_IMPLS)}.")
+  if config.conv_impl not in stride2_conv.CONV_IMPLS:
+    raise ValueError(f"conv_impl={config.conv_impl!r}: use one of "
+                     f"{', '.join(stride2_conv.CONV_IMPLS)}.")
   if config.upsample not in UPSAMPLES:
     raise ValueError(f"upsample={config.upsample!r}: use one of {', '.join(UPSAMPLES)}.")
   if config.dtype not in ('float32', 'bfloat16'):
@@ -476,9 +344,8 @@ def create(config, *, train: bool = False, axis_name: str | None = None):
   validate(config)
   common = dict(train=train, axis_name=axis_name, dtype=jnp.dtype(config.dtype),
                 conv_impl=config.conv_impl)
-  generator = ContextEncoder(model=config.model, encoder=config.encoder,
-                             bottleneck=config.bottleneck, width=config.gen_width,
-                             hole_size=config.hole_size, skips=config.skips,
-                             upsample=config.upsample, **common)
+  generator = Generator(model=config.model, encoder=config.encoder, bottleneck=config.bottleneck,
+                        width=config.gen_width, hole_size=config.hole_size, skips=config.skips,
+                        upsample=config.upsample, **common)
   discriminator = Discriminator(width=config.disc_width, **common) if config.model == 'gan' else None
   return generator, discriminator

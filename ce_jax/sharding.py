@@ -33,3 +33,15 @@ def check_divisible(batch_size: int, mesh, what: str = 'batch_size') -> None:
     raise ValueError(
         f'{what}={batch_size} does not divide by the {n} devices; '
         f'use a multiple of {n} (e.g. --{what}={max(n, batch_size // n * n)}).')
+
+
+def to_host(tree):
+  """Every row of global arrays as numpy, on every host (an all-gather across hosts).
+
+  For the small things a host reads whole: per-image metrics, the `valid` flags, a grid's images.
+  """
+  if jax.process_count() == 1:
+    return jax.tree.map(np.asarray, tree)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  return multihost_utils.process_allgather(tree, tiled=True)

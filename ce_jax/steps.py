@@ -146,7 +146,7 @@ def gan_step(state: TrainState, batch, *, config):
 
   def generate(params):
     (pred, _), upd = gen.apply({'params': params, 'batch_stats': state.gen.batch_stats},
-                               batch['masked'], box=batch['box'], mutable=['batch_stats'])
+                               batch['masked'], corner=batch['box'], mutable=['batch_stats'])
     return pred, upd['batch_stats']
 
   pred, gen_vjp, gen_stats = jax.vjp(generate, state.gen.params, has_aux=True)
@@ -205,7 +205,8 @@ def vae_step(state: TrainState, batch, *, config):
 
   def loss_fn(params):
     (pred, extras), upd = gen.apply({'params': params, 'batch_stats': state.gen.batch_stats},
-                                    batch['masked'], key, box=batch['box'], mutable=['batch_stats'])
+                                    batch['masked'], key, corner=batch['box'],
+                                    mutable=['batch_stats'])
     loss, parts = losses.vae_loss(pred, extras['mu'], extras['logvar'], batch, config)
     return jax.lax.pmean(loss, DATA), (upd['batch_stats'], parts)
 
@@ -238,7 +239,7 @@ def make_predict(config):
 
   @jax.jit
   def predict(gen_variables, batch):
-    patch, _ = gen.apply(gen_variables, batch['masked'], box=batch['box'])
+    patch, _ = gen.apply(gen_variables, batch['masked'], corner=batch['box'])
     return masks.paste(batch['image'], patch, batch['box'], batch['mask'])
 
   return predict

@@ -24,12 +24,12 @@ import sys
 import time
 
 from absl import app, flags, logging
-from clu import metric_writers
 import jax
 import numpy as np
-import tqdm
+from PIL import Image
+from tqdm import auto as tqdm
 
-from ce_jax import checkpoints, cli, evaluate, input_pipeline, models, sharding, steps
+from ce_jax import checkpoints, cli, evaluate, input_pipeline, models, platform, sharding, steps
 
 
 def log(message: str, *args) -> None:
@@ -60,24 +60,40 @@ class StopRequest:
 
 
 class Writer:
-  """TensorBoard (clu) plus a metrics.jsonl line per write, both in the workdir."""
+  """metrics.jsonl lines and TensorBoard events (scalars and the evaluation grids) in the workdir,
+  from the first host. TensorBoard needs TensorFlow (clu writes through tf.summary): without it,
+  metrics.jsonl and grids/*.png alone, said once."""
 
   def __init__(self, workdir: Path):
-    self.tb = (metric_writers.SummaryWriter(str(workdir)) if jax.process_index() == 0
-               else metric_writers.MultiWriter([]))
-    self.jsonl = open(workdir / 'metrics.jsonl', 'a') if jax.process_index() == 0 else None
+    self.tb = self.jsonl = None
+    if jax.process_index() > 0:
+      return
+    self.jsonl = open(workdir / 'metrics.jsonl', 'a')
+    try:
+      from clu import metric_writers  # pylint: disable=g-import-not-at-top  # imports TensorFlow
+    except ImportError:
+      log('No TensorBoard events without TensorFlow (pip install "ce_jax[tf]"); '
+          'metrics go to metrics.jsonl.')
+    else:
+      self.tb = metric_writers.SummaryWriter(str(workdir))
 
   def scalars(self, step: int, values: dict, prefix: str = '') -> None:
     values = {f'{prefix}{k}': float(v) for k, v in values.items()}
-    self.tb.write_scalars(step, values)
+    if self.tb:
+      self.tb.write_scalars(step, values)
     if self.jsonl:
       self.jsonl.write(json.dumps({'step': step, **values}) + '\n')
       self.jsonl.flush()
 
+  def image(self, step: int, name: str, png: Path) -> None:
+    """A PNG (an evaluation's grid) as a TensorBoard image."""
+    if self.tb and png.exists():
+      self.tb.write_images(step, {name: np.asarray(Image.open(png).convert('RGB'))[None]})
+
   def close(self) -> None:
-    self.tb.close()
-    if self.jsonl:
-      self.jsonl.close()
+    for f in (self.tb, self.jsonl):
+      if f:
+        f.close()
 
 
 class WorkdirLock:
@@ -108,6 +124,11 @@ class WorkdirLock:
     if self.fd is not None:
       os.close(self.fd)  # releases the lock; the file stays (removing it would race a new owner)
       self.fd = None
+
+
+def _shows_progress_bar() -> bool:
+  """A terminal or a notebook (whose stderr is no terminal, but which draws tqdm.auto's bar)."""
+  return sys.stderr.isatty() or 'ipykernel' in sys.modules
 
 
 POSITIVE_FIELDS = ('log_every', 'eval_every', 'checkpoint_every', 'gen_width', 'disc_width',
@@ -181,15 +202,20 @@ def _resume(mngr, workdir: Path, config, init, key, replicated):
 def _set_aside(mngr, workdir: Path, start: int, config):
   """Moves the checkpoints newer than `start` (unreadable) out of checkpoints/; a new manager."""
   newer = [s for s in mngr.all_steps() if s > start]
-  if not newer or jax.process_index() > 0:
+  if not newer:
     return mngr
   mngr.close()
-  aside = workdir / 'unreadable_checkpoints'
-  aside.mkdir(exist_ok=True)
-  for s in newer:
-    target = aside / f'{s}_{time.strftime("%Y%m%d-%H%M%S")}'
-    (Path(mngr.directory) / str(s)).rename(target)
-    log('Moved unreadable checkpoint %d to %s', s, target)
+  if jax.process_index() == 0:
+    aside = workdir / 'unreadable_checkpoints'
+    aside.mkdir(exist_ok=True)
+    for s in newer:
+      target = aside / f'{s}_{time.strftime("%Y%m%d-%H%M%S")}'
+      (Path(mngr.directory) / str(s)).rename(target)
+      log('Moved unreadable checkpoint %d to %s', s, target)
+  if jax.process_count() > 1:  # every host sees the move before it lists the steps again
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    multihost_utils.sync_global_devices('unreadable checkpoints set aside')
   return checkpoints.manager(workdir, config)
 
 
@@ -212,26 +238,31 @@ def _train(config, workdir: Path, mesh) -> dict:
     start = 0
     state = init(key)
   last_saved = start if mngr.all_steps() else None  # a step whose checkpoint is finite
-  checkpoints.write_json(workdir / 'config.json', config.to_dict())
+  if jax.process_index() == 0:
+    checkpoints.write_json(workdir / 'config.json', config.to_dict())
 
-  # A resumed run draws new shuffles and masks instead of replaying those of step 0.
-  train_ds, skipped = input_pipeline.create_dataset(config, 'train', seed=config.seed + start)
+  # Step s reads global batch s - 1 of one stream: a resumed run sees the images, crops and
+  # masks the uninterrupted run would have seen.
+  train_ds, skipped = input_pipeline.create_dataset(config, 'train', seed=config.seed,
+                                                    start_step=start)
   n_steps = total_steps(config, input_pipeline.num_examples(config, 'train'))
   # The first evaluation comes after eval_every steps: check now that its split has a readable
   # image, rather than lose those steps to an empty or unreadable held-out split.
   input_pipeline.create_dataset(config, 'test', seed=config.seed, shuffle=False, repeat=False,
                                 augment=False)
-  data_key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), start)
-  batches = input_pipeline.device_batches(train_ds, config, mesh, data_key)
+  batches = input_pipeline.device_batches(train_ds, config, mesh,
+                                          jax.random.PRNGKey(config.seed + 1), first_index=start)
   train_step = steps.make_train_step(config, mesh)
   eval_step = steps.make_eval_step(config)
   writer = Writer(workdir)
   results = {}
 
   def run_eval(step):
+    grid = workdir / 'grids' / f'step_{step}.png'
     res = evaluate.evaluate(state.eval_variables, config, mesh=mesh, max_examples=config.eval_examples,
-                            eval_step=eval_step, grid_path=workdir / 'grids' / f'step_{step}.png')
+                            eval_step=eval_step, grid_path=grid)
     writer.scalars(step, res['model'], prefix='eval/')
+    writer.image(step, 'eval/inpaintings', grid)
     return res
 
   def save(step, metrics=None):
@@ -252,7 +283,7 @@ def _train(config, workdir: Path, mesh) -> dict:
   log('Training %s/%s for %d steps (batch %d on %d devices) in %s', config.model,
                config.encoder, n_steps, config.batch_size, mesh.devices.size, workdir)
   bar = tqdm.tqdm(total=n_steps, initial=start, unit='step', dynamic_ncols=True,
-                  disable=jax.process_index() > 0 or not sys.stderr.isatty())
+                  disable=jax.process_index() > 0 or not _shows_progress_bar())
   tick, tick_step = time.perf_counter(), start
   try:
     with StopRequest() as stop:
@@ -313,6 +344,7 @@ FLAGS = flags.FLAGS
 def define_flags():
   """Flags of this command (defined only when it runs, so modules import each other freely)."""
   cli.define_config_flags()
+  platform.define_flags()
   flags.DEFINE_string('workdir', None, 'Run directory (default: runs/MODEL_ENCODER_SIZE_DATASET).')
 
 
@@ -323,6 +355,7 @@ def main(argv):
   try:
     config = cli.config_from_flags()
     validate(config)
+    platform.setup_from_flags()
   except ValueError as e:
     sys.exit(f'train: {e}')
   workdir = FLAGS.workdir or default_workdir(config)
@@ -339,4 +372,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

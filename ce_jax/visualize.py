@@ -2,13 +2,11 @@
 
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw
 
+from ce_jax import images
 
-def to_uint8(images) -> np.ndarray:
-  """[-1, 1] floats -> uint8 pixels."""
-  return np.clip(np.rint((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+to_uint8 = images.to_uint8  # re-exported: the experiments call visualize.to_uint8
 
 
 def grid(columns: dict, rows: int | None = None, scale: int = 1, pad: int = 2) -> Image.Image:

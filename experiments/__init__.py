@@ -1,1 +1,1 @@
-"""Experiments that reproduce the report's tables and figures (see experiments/RESULTS.md)."""
+"""Experiments that reproduce the report's tables and figures (see experiments/README.md)."""

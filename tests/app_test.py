@@ -8,7 +8,6 @@ import base64  # pylint: disable=g-import-not-at-top
 import importlib
 import io
 import json
-from pathlib import Path
 import re
 import shutil
 import socket
@@ -26,10 +25,10 @@ from PIL import Image
 import pytest
 
 from ce_jax import app, baselines, inpaint
+from conftest import SAMPLES, run_module
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / 'ce_jax' / 'samples' / 'dog.jpg'
-NOT_AN_IMAGE = REPO / 'ce_jax' / 'samples' / 'CREDITS.tsv'
+SAMPLE = SAMPLES / 'dog.jpg'
+NOT_AN_IMAGE = SAMPLES / 'CREDITS.tsv'
 
 
 @pytest.fixture(scope='module')
@@ -148,9 +147,7 @@ def test_inpaint_answers_what_the_command_line_computes(url, model):
 
 
 def run_app(*flags):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  return subprocess.run([sys.executable, '-m', 'ce_jax.app', *flags], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=120)
+  return run_module('-m', 'ce_jax.app', *flags, timeout=120)
 
 
 def test_command_line_errors_are_one_line(tmp_path):

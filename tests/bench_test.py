@@ -1,22 +1,15 @@
 """The benchmark command runs end to end on the tiny configuration (a smoke test: no speed claims)."""
 
 import json
-import os
-from pathlib import Path
-import subprocess
-import sys
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import run_module
 
 
 def test_bench_command_writes_a_table_and_json(tmp_path):
   out = tmp_path / 'bench.json'
-  r = subprocess.run(
-      [sys.executable, '-m', 'ce_jax.bench', '--config=tiny', '--models=gan,vae',
-       '--encoders=pathak', '--steps=2', '--pipeline_batches=2', f'--json={out}',
-       f'--profile_dir={tmp_path / "prof"}'],
-      cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), capture_output=True, text=True,
-      timeout=300)
+  r = run_module('-m', 'ce_jax.bench', '--config=tiny', '--models=gan,vae', '--encoders=pathak',
+                 '--steps=2', '--pipeline_batches=2', f'--json={out}',
+                 f'--profile_dir={tmp_path / "prof"}', timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
   assert '| gan | pathak |' in r.stdout and '| vae | pathak |' in r.stdout
   result = json.loads(out.read_text())

@@ -1,4 +1,4 @@
-"""The experiments: each table's sweep end to end on the tiny protocol, and the Colab notebooks.
+"""The experiments: each table's sweep end to end on the tiny protocol.
 
 Every run is a subprocess on the CPU with XLA's backend optimisation off and one shared
 compilation cache: the tiny networks then compile about 2.5x faster, and compile time is nearly
@@ -8,25 +8,20 @@ all of a tiny run. Each table runs a few of its cells for a few steps (all three
 import json
 import math
 import os
-from pathlib import Path
 import subprocess
 import sys
-import textwrap
 import time
 
-import nbformat
 import numpy as np
 from PIL import Image
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # experiments/ is not installed with the package
-  sys.path.insert(0, str(REPO))
-from experiments import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+from conftest import REPO
+from experiments import render, report, runner
+
 STEPS = 3
 CELLS = {1: ['vae_alexnet_4000'], 2: ['gan_alexnet_4000'],
          3: ['gan_alexnet_500', 'gan_alexnet_4000']}
-NOTEBOOKS = ('colab_tpu.ipynb', 'colab_gpu.ipynb')
 
 
 @pytest.fixture(scope='module')
@@ -44,7 +39,7 @@ def run_sweep(root, cache, *args):
   start = time.perf_counter()
   r = subprocess.run(
       [sys.executable, '-m', 'experiments.sweep', '--protocol=tiny', '--dataset=samples',
-       f'--root={root}', f'--compilation_cache={cache}', f'--set=num_steps={STEPS}', *args],
+       f'--root={root}', f'--compilation_cache={cache}', f'--config.num_steps={STEPS}', *args],
       cwd=REPO, env=environment(cache), capture_output=True, text=True, timeout=400)
   assert r.returncode == 0, r.stderr[-4000:]
   return r, time.perf_counter() - start
@@ -72,14 +67,14 @@ def test_table_has_a_row_per_cell_and_the_baselines(tables, table):
   out = root / f'table{table}' / 'tiny'
   md = (out / f'table{table}.md').read_text()
   lines = md.splitlines()
-  for cell in sweep.TABLES[table].cells:
+  for cell in report.TABLES[table].cells:
     rows = [l for l in lines if l.startswith(f'| {cell.label()} | {cell.bottleneck} |')]
     assert len(rows) == 1, (cell.name, md)
     assert ('not run' in rows[0]) == (cell.name not in CELLS[table]), rows[0]
   for label in ('mean fill', 'Telea'):
     row = next(l for l in lines if l.startswith(f'| {label} (baseline) |'))
     assert float(row.split('|')[5]) > 0, row  # its test report loss
-  for name, (train_loss, test_loss) in sweep.REPORT[table].items():
+  for name, (_, test_loss) in report.REPORT[table].items():
     assert f'{test_loss:.6g}' in md, name  # the report's numbers beside ours
 
   results = json.loads((out / 'results.json').read_text())
@@ -92,9 +87,9 @@ def test_table_has_a_row_per_cell_and_the_baselines(tables, table):
   base = results['baselines']
   assert base['telea']['report_loss'] < base['mean_fill']['report_loss']  # Telea is the floor
 
-  assert opens(out / f'table{table}.png') == (sweep._Chart.W, sweep._Chart.H)
-  figures = ['grid.png'] + ([f'{sweep.TABLES[table].figure[0]}.png']
-                            if sweep.TABLES[table].figure else [])
+  assert opens(out / f'table{table}.png') == (render.Chart.W, render.Chart.H)
+  figures = ['grid.png'] + ([f'{report.TABLES[table].figure[0]}.png']
+                            if report.TABLES[table].figure else [])
   for name in figures:
     width, height = opens(out / name)
     assert width > 0 and height > 0, name
@@ -140,83 +135,38 @@ def test_figures_6_and_7(tables, cache):
 
 
 def test_protocols():
-  cell = sweep.Cell('vae', 'vgg', 2000)
-  paper = sweep.cell_config('paper', 1, cell)
+  cell = report.Cell('vae', 'vgg', 2000)
+  paper = report.cell_config('paper', 1, cell)
   assert (paper.image_size, paper.hole_size, paper.mask.overlap, paper.batch_size) == (
       256, 64, 0, 32)
   assert (paper.dataset, paper.train_examples, paper.test_examples) == (
       'places365_small', 5000, 2000)
-  assert paper.num_epochs == 100 and sweep.cell_config('paper', 3, cell).num_epochs == 30
-  quick = sweep.cell_config('quick', 1, cell)
+  assert paper.num_epochs == 100 and report.cell_config('paper', 3, cell).num_epochs == 30
+  quick = report.cell_config('quick', 1, cell)
   assert (quick.image_size, quick.hole_size, quick.dataset, quick.num_steps) == (
       128, 64, 'samples', 3000)
-  assert sweep.cell_config('quick', 3, cell, dataset='folder:/x').dataset == 'folder:/x'
-  tiny = sweep.cell_config('tiny', 2, cell, overrides=['dtype=bfloat16'])
+  assert report.cell_config('quick', 3, cell, dataset='folder:/x').dataset == 'folder:/x'
+  tiny = report.cell_config('tiny', 2, cell, overrides={'dtype': 'bfloat16', 'optim.b1': 0.9})
   assert (tiny.model, tiny.encoder, tiny.bottleneck, tiny.image_size) == ('vae', 'vgg', 2000, 32)
-  assert tiny.dtype == 'bfloat16'
+  assert tiny.dtype == 'bfloat16' and tiny.optim.b1 == 0.9
   with pytest.raises(ValueError, match='protocol'):
-    sweep.cell_config('huge', 1, cell)
+    report.cell_config('huge', 1, cell)
   with pytest.raises(ValueError, match='no cell'):
-    sweep.run_table(1, 'tiny', '/nonexistent', cells=['vae_vgg_500'])
-  assert [len(t.cells) for t in sweep.TABLES.values()] == [3, 4, 12]
+    runner.run_table(1, 'tiny', '/nonexistent', cells=['vae_vgg_500'])
+  assert [len(t.cells) for t in report.TABLES.values()] == [3, 4, 12]
+
+
+def test_overrides_set_a_field_of_every_cell():
+  cell = report.Cell('gan', 'pathak', 4000)
+  config = report.cell_config('tiny', 1, cell, overrides={'num_steps': 7, 'optim.b1': 0.9})
+  assert (config.num_steps, config.optim.b1) == (7, 0.9)
+  with pytest.raises(ValueError, match="Unknown config field 'optim.bb1'"):
+    report.cell_config('tiny', 1, cell, overrides={'optim.bb1': 0.9})
 
 
 def test_charts_draw_missing_values(tmp_path):
-  sweep.bar_chart(tmp_path / 'bar.png', 'bars', ['a', 'b'], {'x': [1.0, None], 'y': [2.0, 3.0]},
+  render.bar_chart(tmp_path / 'bar.png', 'bars', ['a', 'b'], {'x': [1.0, None], 'y': [2.0, 3.0]},
                   {'telea': 0.5})
-  sweep.line_chart(tmp_path / 'line.png', 'lines', ['500', '2000', '4000'],
+  render.line_chart(tmp_path / 'line.png', 'lines', ['500', '2000', '4000'],
                    {'m': [3.0, None, 1.0], 'n': [None, None, None]}, {})
   assert opens(tmp_path / 'bar.png') == opens(tmp_path / 'line.png')
-
-
-@pytest.mark.parametrize('name', NOTEBOOKS)
-def test_notebook_is_valid(name):
-  nb = nbformat.read(REPO / 'experiments' / name, as_version=4)
-  nbformat.validate(nb)
-  params = [c for c in nb.cells if 'parameters' in c.metadata.get('tags', [])]
-  assert len(params) == 1 and 'TINY = False' in params[0].source
-  for cell in nb.cells:
-    if cell.cell_type == 'code' and cell.source.startswith('# colab-only'):
-      assert 'skip-ci' in cell.metadata.get('tags', [])
-  source = '\n'.join(c.source for c in nb.cells)
-  assert ('requirements-tpu.txt' in source and
-          ('jax[cuda12]' in source) == (name == 'colab_gpu.ipynb'))
-  for call in ('train.train_and_evaluate', 'checkpoints.load_generator', 'evaluate.evaluate',
-               'jax.devices()'):
-    assert call in source, call
-
-
-def test_notebooks_are_what_make_notebooks_writes():
-  from experiments import make_notebooks  # pylint: disable=g-import-not-at-top
-  for kind in ('tpu', 'gpu'):
-    written = nbformat.read(REPO / 'experiments' / f'colab_{kind}.ipynb', as_version=4)
-    assert written == make_notebooks.notebook(kind), 'run: python -m experiments.make_notebooks'
-
-
-RUN_NOTEBOOK = textwrap.dedent('''
-    import sys
-    import nbformat
-    sys.path.insert(0, sys.argv[1])
-    nb = nbformat.read(sys.argv[2], as_version=4)
-    namespace = {'__name__': '__main__'}
-    for i, cell in enumerate(nb.cells):
-      tags = cell.metadata.get('tags', [])
-      if cell.cell_type != 'code' or 'skip-ci' in tags or cell.source.startswith('# colab-only'):
-        continue
-      exec(compile(cell.source, f'cell {i}', 'exec'), namespace)
-      if 'parameters' in tags:
-        namespace['TINY'] = True
-    print('STEP', namespace['step'])
-''')
-
-
-@pytest.mark.parametrize('name', NOTEBOOKS)
-def test_notebook_runs_on_the_cpu_with_tiny(name, tmp_path, cache):
-  notebook = REPO / 'experiments' / name
-  r = subprocess.run([sys.executable, '-c', RUN_NOTEBOOK, str(REPO), str(notebook)], cwd=tmp_path,
-                     env=environment(cache), capture_output=True, text=True, timeout=400)
-  assert r.returncode == 0, r.stderr[-4000:]
-  assert 'STEP 20' in r.stdout and '| telea |' in r.stdout, r.stdout[-2000:]
-  workdir = tmp_path / 'runs' / 'notebook_tiny'
-  assert (workdir / 'checkpoints').is_dir()
-  opens(workdir / 'eval' / 'notebook_step_20.png')

@@ -1,4 +1,5 @@
-"""Tests of the tf.data input pipeline: sources, bad files, splits, padding, sharding."""
+"""Tests of the input pipeline: sources, bad files, splits, padding, resuming, hosts, loaders,
+sharding."""
 
 import io
 import itertools
@@ -79,10 +80,24 @@ def make_numbered(root: Path, ids) -> None:
     write_image(root / f'img{i:03d}.png', 'RGB', (4 * i, 100, 50), (8, 8))
 
 
-def read_all(config, split='test'):
+def read_all(config, split='test', loader=None):
   """Every batch of a one-pass split, as numpy, and the SkipCounter."""
-  ds, skipped = input_pipeline.create_dataset(config, split, shuffle=False, repeat=False)
-  return list(ds.as_numpy_iterator()), skipped
+  ds, skipped = input_pipeline.create_dataset(config, split, shuffle=False, repeat=False,
+                                              loader=loader)
+  return list(ds), skipped
+
+
+def first_batches(config, n, split='train', **kwargs):
+  """The first `n` batches of a split's stream, as numpy."""
+  ds, _ = input_pipeline.create_dataset(config, split, **kwargs)
+  return list(itertools.islice(ds, n))
+
+
+def assert_same_batches(a, b):
+  assert len(a) == len(b) > 0
+  for x, y in zip(a, b, strict=True):
+    np.testing.assert_array_equal(x['image'], y['image'])
+    np.testing.assert_array_equal(x['valid'], y['valid'])
 
 
 def valid_images(batches) -> np.ndarray:
@@ -101,8 +116,8 @@ def test_places365_mock_shapes_range_and_holes():
   with tfds.testing.mock_data(num_examples=20):
     train, skipped = input_pipeline.create_dataset(config, 'train')
     test, _ = input_pipeline.create_dataset(config, 'test')
-    batch = next(iter(train.as_numpy_iterator()))
-    test_batches = list(test.as_numpy_iterator())
+    batch = next(iter(train))
+    test_batches = list(test)
     mesh = sharding.data_mesh()
     device_batch = next(input_pipeline.device_batches(train, config, mesh, jax.random.key(0)))
 
@@ -135,10 +150,11 @@ def test_places365_not_prepared_says_how(tmp_path):
   assert str(tmp_path) in str(e.value) and '\n' not in str(e.value)
 
 
-def test_folder_yields_every_good_image_and_counts_bad_ones(tmp_path):
+@pytest.mark.parametrize('loader', input_pipeline.LOADERS)
+def test_folder_yields_every_good_image_and_counts_bad_ones(tmp_path, loader):
   make_good_and_bad(tmp_path)
   config = tiny(dataset=f'folder:{tmp_path}', folder_test_fraction=1.0)  # everything in 'test'
-  batches, skipped = read_all(config)
+  batches, skipped = read_all(config, loader=loader)
 
   images = valid_images(batches)
   assert len(images) == len(GOOD)
@@ -155,7 +171,7 @@ def test_folder_train_split_decodes_and_crops(tmp_path):
   make_good_and_bad(tmp_path)
   config = tiny(dataset=f'folder:{tmp_path}', folder_test_fraction=0.0, batch_size=4)
   ds, skipped = input_pipeline.create_dataset(config, 'train', seed=1)
-  batches = list(ds.take(6).as_numpy_iterator())  # several epochs of 11 good images
+  batches = list(itertools.islice(ds, 6))  # several epochs of 11 good images
   assert all(b['image'].shape == (4, 32, 32, 3) for b in batches)
   assert skipped.count == len(BAD)  # each bad file counted once, not once per epoch
 
@@ -189,16 +205,10 @@ def test_missing_folder_and_unknown_dataset_raise():
 
 def test_same_seed_same_batches():
   config = tiny()  # the bundled samples
-  eval_a, _ = read_all(config)
-  eval_b, _ = read_all(config)
-  assert len(eval_a) == len(eval_b) > 0
-  for a, b in zip(eval_a, eval_b, strict=True):
-    np.testing.assert_array_equal(a['image'], b['image'])
-    np.testing.assert_array_equal(a['valid'], b['valid'])
+  assert_same_batches(read_all(config)[0], read_all(config)[0])
 
   def first_train_batches(seed):
-    ds, _ = input_pipeline.create_dataset(config, 'train', seed=seed)
-    return [b['image'] for b in ds.take(3).as_numpy_iterator()]
+    return [b['image'] for b in first_batches(config, 3, seed=seed)]
 
   np.testing.assert_array_equal(first_train_batches(3), first_train_batches(3))
   assert not np.array_equal(first_train_batches(3), first_train_batches(4))
@@ -284,3 +294,96 @@ def test_prefetch_keeps_order_reraises_and_stops_with_its_consumer():
   for t in workers:
     t.join(timeout=5)
   assert not any(t.is_alive() for t in workers)
+
+
+# ------------------------------------------------------------------------------------------------
+# Index-based order: resuming, several hosts, both loaders, unreadable files.
+
+
+def fake_hosts(monkeypatch, index, count):
+  """This process plays host `index` of `count` (datasets read the host when created)."""
+  monkeypatch.setattr(jax, 'process_index', lambda: index)
+  monkeypatch.setattr(jax, 'process_count', lambda: count)
+
+
+@pytest.mark.parametrize('loader', input_pipeline.LOADERS)
+def test_resumed_stream_sees_the_batches_and_masks_of_an_uninterrupted_one(loader):
+  config = tiny(batch_size=8, train_crop_min=0.5)  # 40 samples: batches 3..6 cross an epoch
+  uninterrupted = first_batches(config, 7, seed=5, loader=loader)
+  resumed = first_batches(config, 4, seed=5, start_step=3, loader=loader)
+  assert_same_batches(uninterrupted[3:], resumed)
+
+  mesh, key = sharding.data_mesh(), jax.random.key(7)
+  ds, _ = input_pipeline.create_dataset(config, 'train', seed=5, loader=loader)
+  whole = input_pipeline.device_batches(ds, config, mesh, key)
+  expected = [jax.tree.map(np.asarray, next(whole)) for _ in range(5)][3:]
+  whole.close()
+  ds, _ = input_pipeline.create_dataset(config, 'train', seed=5, start_step=3, loader=loader)
+  tail = input_pipeline.device_batches(ds, config, mesh, key, first_index=3)
+  got = [jax.tree.map(np.asarray, next(tail)) for _ in range(2)]
+  tail.close()
+  for a, b in zip(expected, got, strict=True):
+    for name in a:
+      np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_resumed_places365_stream_skips_the_batches_it_saw():
+  config = tiny(dataset='places365_small', batch_size=4)
+  with tfds.testing.mock_data(num_examples=10):  # 6 batches: two reshuffled epochs and a bit
+    uninterrupted = first_batches(config, 6, seed=3)
+    resumed = first_batches(config, 3, seed=3, start_step=3)
+  assert_same_batches(uninterrupted[3:], resumed)
+
+
+@pytest.mark.parametrize('split', ['train', 'test'])
+def test_two_hosts_together_read_the_batches_of_one(tmp_path, monkeypatch, split):
+  make_numbered(tmp_path, range(13))
+  (tmp_path / 'img004_bad.png').write_bytes(b'not a png')  # between img004 and img005
+  config = tiny(dataset=f'folder:{tmp_path}', folder_test_fraction=float(split == 'test'),
+                batch_size=4, eval_batch_size=4)
+  n = 5 if split == 'train' else None  # test: the whole split, once
+  one, _ = (read_all(config) if split == 'test' else (first_batches(config, n, seed=2), None))
+  hosts = []
+  for index in range(2):
+    fake_hosts(monkeypatch, index, 2)
+    hosts.append(read_all(config)[0] if split == 'test' else first_batches(config, n, seed=2))
+  assert len(hosts[0]) == len(hosts[1]) == len(one)  # the same number of batches on every host
+  together = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(*hosts)]
+  assert_same_batches(one, together)
+  if split == 'test':  # 14 files (one unreadable) in 4 batches of 4: padding rows say valid = 0
+    assert [list(b['valid']) for b in one] == [[1, 1, 1, 1], [1, 0, 1, 1], [1, 1, 1, 1],
+                                               [1, 1, 0, 0]]
+    assert hosts[1][-1]['valid'].sum() == 0 and not hosts[1][-1]['image'].any()
+
+
+@pytest.mark.parametrize('augment,crop_min', [(True, 0.0), (True, 0.6), (False, 0.0)])
+def test_tf_and_threaded_loaders_give_identical_batches(augment, crop_min):
+  config = tiny(batch_size=6, train_crop_min=crop_min)
+  batches = {loader: first_batches(config, 3, seed=1, augment=augment, loader=loader)
+             for loader in input_pipeline.LOADERS}
+  assert_same_batches(*batches.values())
+  tests = {loader: read_all(config, loader=loader)[0] for loader in input_pipeline.LOADERS}
+  assert_same_batches(*tests.values())
+
+
+def test_unreadable_train_file_gives_way_to_the_next_one(tmp_path):
+  make_numbered(tmp_path, range(6))
+  (tmp_path / 'img001_bad.png').write_bytes(b'')  # file position 2 of 7, in name order
+  (tmp_path / 'img004_bad.jpg').write_text('not a jpeg')  # position 6
+  config = tiny(dataset=f'folder:{tmp_path}', folder_test_fraction=0.0, batch_size=1)
+  for loader in input_pipeline.LOADERS:
+    ds, skipped = input_pipeline.create_dataset(config, 'train', shuffle=False, augment=False,
+                                                loader=loader)
+    ids = [ids_in([b]).pop() for b in itertools.islice(ds, 16)]  # two epochs of 8 positions
+    assert ids == [0, 1, 2, 2, 3, 4, 5, 5] * 2, loader  # positions 2 and 6 show their successor
+    assert skipped.count == 2 and skipped.report().startswith('skipped 2 unreadable images')
+  shuffled = first_batches(config, 16, seed=3)
+  assert_same_batches(shuffled, first_batches(config, 16, seed=3))  # the same substitutes
+  assert np.all([b['valid'] for b in shuffled])
+
+
+def test_create_dataset_refuses_unknown_loaders_and_start_steps():
+  with pytest.raises(ValueError, match='loader'):
+    input_pipeline.create_dataset(tiny(), 'train', loader='grain')
+  with pytest.raises(ValueError, match='start_step'):
+    input_pipeline.create_dataset(tiny(), 'train', start_step=-1)

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ce_jax import configs, losses, masks
+from ce_jax import losses, masks
+from conftest import preset, tiny
 
 RNG = np.random.default_rng(0)
 
@@ -93,7 +94,7 @@ def test_overlap_weights_random_region_matches_dilation(overlap):
 
 
 def test_reconstruction_loss_uses_overlap_weights():
-  c = configs.get('tiny')  # hole 16, overlap 2, overlap weight 10
+  c = tiny()  # hole 16, overlap 2, overlap weight 10
   pred, target = rand(2, 16, 16, 3), rand(2, 16, 16, 3)
   m = centre_patch_mask(16, 2, 2)
   batch = {'target': jnp.asarray(target), 'patch_mask': jnp.asarray(m)}
@@ -176,7 +177,7 @@ def _batch(hole=16, overlap=2, b=2):
 
 
 def test_gan_generator_loss_weights():
-  c = configs.get('tiny')
+  c = tiny()
   assert (c.loss.rec_weight, c.loss.adv_weight) == (0.999, 0.001)
   batch, pred, logits = _batch(), jnp.asarray(rand(2, 16, 16, 3)), jnp.asarray(rand(2, lo=-3, hi=3))
   total, parts = losses.gan_generator_loss(pred, logits, batch, c)
@@ -192,8 +193,7 @@ def test_gan_generator_loss_weights():
 
 @pytest.mark.parametrize('kl_weight', [1.0, 0.25])
 def test_vae_loss(kl_weight):
-  c = configs.get('tiny')
-  c.loss.kl_weight = kl_weight
+  c = tiny(loss__kl_weight=kl_weight)
   batch, pred = _batch(), jnp.asarray(rand(2, 16, 16, 3))
   mu, logvar = rand(2, 64), rand(2, 64, lo=-2, hi=1)
   total, parts = losses.vae_loss(pred, jnp.asarray(mu), jnp.asarray(logvar), batch, c)
@@ -229,7 +229,7 @@ def test_report_loss_random_matches_numpy():
 
 def test_report_loss_of_paper_config_is_sum_over_64x64_hole():
   """The paper config (overlap 0): report loss = sum over the full 64x64x3 patch."""
-  c = configs.get('paper')
+  c = preset('paper')
   images = np.zeros((1, 256, 256, 3), np.float32)
   batch = masks.make_batch(jnp.asarray(images), jax.random.key(0), c)
   assert batch['patch_mask'].shape == (1, 64, 64, 1) and float(batch['patch_mask'].sum()) == 4096

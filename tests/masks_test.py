@@ -10,38 +10,38 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from ce_jax import configs, masks
+from ce_jax import masks
+from conftest import tiny
 
 
 def mask_cfg(kind='center', overlap=2, **kw):
-  c = configs.get('tiny').mask
-  c.kind, c.overlap = kind, overlap
-  for k, v in kw.items():
-    c[k] = v
-  return c
+  fields = {f'mask__{k}': v for k, v in kw.items()}
+  return tiny(mask__kind=kind, mask__overlap=overlap, **fields).mask
 
 
 def sample(kind, b=8, seed=0, size=32, hole=16, overlap=2, **kw):
-  region, box = masks.sample(jax.random.key(seed), b, mask_cfg(kind, overlap, **kw), size, hole)
-  return np.asarray(region), np.asarray(box)
+  region, corner = masks.sample(jax.random.key(seed), b, mask_cfg(kind, overlap, **kw), size,
+                                hole)
+  return np.asarray(region), np.asarray(corner)
 
 
 def rand_images(b=3, size=32, seed=0):
   return jnp.asarray(np.random.default_rng(seed).uniform(-1, 1, (b, size, size, 3)), jnp.float32)
 
 
-def np_crop(x, box, h):
-  return np.stack([xi[y:y + h, x_:x_ + h] for xi, (y, x_) in zip(np.asarray(x), np.asarray(box))])
+def np_crop(x, corner, h):
+  return np.stack([xi[y:y + h, x_:x_ + h]
+                   for xi, (y, x_) in zip(np.asarray(x), np.asarray(corner))])
 
 
 # -------------------------------------------------------------------------------- centre
 
 @pytest.mark.parametrize('size,hole,overlap', [(32, 16, 2), (128, 64, 4), (256, 64, 0)])
 def test_center_mask_is_exact_centre_box(size, hole, overlap):
-  region, box = sample('center', b=2, size=size, hole=hole, overlap=overlap)
+  region, corner = sample('center', b=2, size=size, hole=hole, overlap=overlap)
   o = (size - hole) // 2
-  assert masks.center_box(size, hole) == (o, o)
-  assert box.dtype == np.int32 and box.tolist() == [[o, o]] * 2
+  assert masks.center_corner(size, hole) == (o, o)
+  assert corner.dtype == np.int32 and corner.tolist() == [[o, o]] * 2
   expected = np.zeros((size, size), np.float32)
   expected[o + overlap:o + hole - overlap, o + overlap:o + hole - overlap] = 1
   assert region.shape == (2, size, size, 1) and region.dtype == np.float32
@@ -60,9 +60,9 @@ def test_center_mask_pixel_indices():
   assert region.sum() == 56 * 56
 
 
-def test_center_box_odd_sizes():
-  assert masks.center_box(33, 16) == (8, 8)
-  assert masks.center_box(64, 64) == (0, 0)
+def test_center_corner_odd_sizes():
+  assert masks.center_corner(33, 16) == (8, 8)
+  assert masks.center_corner(64, 64) == (0, 0)
 
 
 def test_box_region():
@@ -73,9 +73,9 @@ def test_box_region():
 
 # ------------------------------------------------------------------------- block / freeform
 
-def check_inside_box(region, box, size, hole, overlap):
-  assert np.all((box >= 0) & (box <= size - hole))
-  for r, (y, x) in zip(region[..., 0], box):
+def check_inside_box(region, corner, size, hole, overlap):
+  assert np.all((corner >= 0) & (corner <= size - hole))
+  for r, (y, x) in zip(region[..., 0], corner):
     assert r.sum() > 0
     outside = r.copy()
     outside[y + overlap:y + hole - overlap, x + overlap:x + hole - overlap] = 0
@@ -86,27 +86,27 @@ def check_inside_box(region, box, size, hole, overlap):
 @pytest.mark.parametrize('kind', ['block', 'freeform'])
 @pytest.mark.parametrize('size,hole,overlap', [(32, 16, 2), (64, 32, 4), (32, 32, 0)])
 def test_random_masks_inside_box_and_reproducible(kind, size, hole, overlap):
-  region, box = sample(kind, b=16, size=size, hole=hole, overlap=overlap)
-  check_inside_box(region, box, size, hole, overlap)
+  region, corner = sample(kind, b=16, size=size, hole=hole, overlap=overlap)
+  check_inside_box(region, corner, size, hole, overlap)
   if kind == 'block':
     inner = (hole - 2 * overlap) ** 2
     np.testing.assert_array_equal(region.sum(axis=(1, 2, 3)), inner)
   else:
     assert np.all(region.sum(axis=(1, 2, 3)) < (hole - 2 * overlap) ** 2)  # not a full box
-  region2, box2 = sample(kind, b=16, size=size, hole=hole, overlap=overlap)
+  region2, corner2 = sample(kind, b=16, size=size, hole=hole, overlap=overlap)
   np.testing.assert_array_equal(region, region2)
-  np.testing.assert_array_equal(box, box2)
-  region3, box3 = sample(kind, b=16, seed=1, size=size, hole=hole, overlap=overlap)
+  np.testing.assert_array_equal(corner, corner2)
+  region3, corner3 = sample(kind, b=16, seed=1, size=size, hole=hole, overlap=overlap)
   if kind == 'freeform' or size > hole:  # a block filling the whole image has one position
     assert not np.array_equal(region, region3)
   if size > hole:
-    assert not np.array_equal(box, box3)
-    assert len({tuple(b) for b in box}) > 4  # positions vary across the batch
+    assert not np.array_equal(corner, corner3)
+    assert len({tuple(b) for b in corner}) > 4  # positions vary across the batch
 
 
 def test_freeform_shapes_vary_and_stay_overlap_from_edge():
-  region, box = sample('freeform', b=32, size=64, hole=32, overlap=4)
-  patches = np_crop(region, box, 32)[..., 0]
+  region, corner = sample('freeform', b=32, size=64, hole=32, overlap=4)
+  patches = np_crop(region, corner, 32)[..., 0]
   assert len({p.tobytes() for p in patches}) == 32
   assert not patches[:, :4].any() and not patches[:, -4:].any()
   assert not patches[:, :, :4].any() and not patches[:, :, -4:].any()
@@ -121,8 +121,8 @@ def test_freeform_region_is_jittable_and_deterministic():
 
 
 def test_freeform_stays_inside_overlap_for_wide_strokes():
-  region, box = sample('freeform', b=16, size=32, hole=16, overlap=4, max_radius=0.3)
-  check_inside_box(region, box, 32, 16, 4)
+  region, corner = sample('freeform', b=16, size=32, hole=16, overlap=4, max_radius=0.3)
+  check_inside_box(region, corner, 32, 16, 4)
 
 
 # ------------------------------------------------------------------------------ file masks
@@ -209,9 +209,7 @@ def test_box_around_keeps_region_inside_overlap(seed):
 def test_file_mask_through_make_batch(tmp_path):
   a = np.zeros((32, 32), np.uint8)
   a[10:15, 15:21] = 255
-  c = configs.get('tiny')
-  c.mask.kind = 'file'
-  c.mask.file = write_png(tmp_path / 'hole.png', a)
+  c = tiny(mask__kind='file', mask__file=write_png(tmp_path / 'hole.png', a))
   batch = masks.make_batch(rand_images(2), jax.random.key(0), c)
   for m in np.asarray(batch['mask'])[..., 0]:
     np.testing.assert_array_equal(m, a > 127)
@@ -226,8 +224,7 @@ def test_file_mask_through_make_batch(tmp_path):
 
 @pytest.mark.parametrize('kind', ['center', 'block', 'freeform'])
 def test_make_batch(kind):
-  c = configs.get('tiny')
-  c.mask.kind = kind
+  c = tiny(mask__kind=kind)
   images = rand_images(4)
   batch = masks.make_batch(images, jax.random.key(2), c)
   img, m = np.asarray(images), np.asarray(batch['mask'])
@@ -248,8 +245,7 @@ def test_make_batch(kind):
 
 
 def test_make_batch_is_jittable():
-  c = configs.get('tiny')
-  c.mask.kind = 'block'
+  c = tiny(mask__kind='block')
   f = jax.jit(lambda x, k: masks.make_batch(x, k, c))
   a = f(rand_images(2), jax.random.key(4))
   b = masks.make_batch(rand_images(2), jax.random.key(4), c)
@@ -259,9 +255,9 @@ def test_make_batch_is_jittable():
 
 def test_paste_only_writes_the_region():
   images = rand_images(2)
-  region, box = masks.sample(jax.random.key(0), 2, mask_cfg('block', 2), 32, 16)
+  region, corner = masks.sample(jax.random.key(0), 2, mask_cfg('block', 2), 32, 16)
   patches = jnp.full((2, 16, 16, 3), 0.25)
-  out = np.asarray(masks.paste(images, patches, box, region))
+  out = np.asarray(masks.paste(images, patches, corner, region))
   r = np.asarray(region) > 0
   np.testing.assert_array_equal(out, np.where(r, 0.25, np.asarray(images)))
 
@@ -280,9 +276,9 @@ def test_fill_hole():
 
 def test_crop():
   images = jnp.arange(2 * 8 * 8 * 1, dtype=jnp.float32).reshape(2, 8, 8, 1)
-  box = jnp.asarray([[0, 0], [4, 2]], jnp.int32)
-  got = np.asarray(masks.crop(images, box, 4))
-  np.testing.assert_array_equal(got, np_crop(images, box, 4))
+  corner = jnp.asarray([[0, 0], [4, 2]], jnp.int32)
+  got = np.asarray(masks.crop(images, corner, 4))
+  np.testing.assert_array_equal(got, np_crop(images, corner, 4))
   assert got[1, 0, 0, 0] == 64 + 4 * 8 + 2
 
 

@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ce_jax import baselines, configs, masks, metrics
+from ce_jax import baselines, masks, metrics
+from conftest import tiny
 
 
 def make_batch(kind='center', b=3, seed=0, images=None):
-  c = configs.get('tiny')  # 32 px, 16 px patch, 2 px overlap
-  c.mask.kind = kind
+  c = tiny(mask__kind=kind)  # 32 px, 16 px patch, 2 px overlap
   if images is None:
     images = np.random.default_rng(seed).uniform(-1, 1, (b, 32, 32, 3))
   return masks.make_batch(jnp.asarray(images, jnp.float32), jax.random.key(seed), c)

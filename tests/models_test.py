@@ -1,4 +1,4 @@
-"""Tests of the networks: shapes, parameter counts, the up-convolution, init, VAE sampling, BN."""
+"""Tests of the networks: shapes, parameter counts, init, VAE sampling, BatchNorm, errors."""
 
 import os
 
@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ce_jax import configs, losses, models
+from ce_jax import losses, models
+from conftest import preset, tiny
 
 B = 2
 
@@ -31,17 +32,6 @@ def jit_apply(module, **kw):
 
 def init(module, x, seed=0):
   return jax.jit(lambda k, x: module.init({'params': k}, x))(fast_key(seed), x)
-
-
-def make_config(name='tiny', **overrides):
-  c = configs.get(name)
-  for k, v in overrides.items():
-    c[k] = v
-  return c
-
-
-def shapes_of(tree):
-  return jax.tree.map(lambda x: (tuple(x.shape), x.dtype), tree)
 
 
 def flat(tree):
@@ -70,10 +60,10 @@ SHAPE_CASES = [(m, e, s, min(64, s // 2), name)
                for m in models.MODELS for e in models.ENCODERS for s in models.IMAGE_SIZES]
 
 
-@pytest.mark.parametrize('model,encoder,size,hole,preset', SHAPE_CASES)
-def test_output_shapes_eval_shape(model, encoder, size, hole, preset):
-  c = make_config(preset, model=model, encoder=encoder, image_size=size, hole_size=hole)
-  if preset == 'default':
+@pytest.mark.parametrize('model,encoder,size,hole,name', SHAPE_CASES)
+def test_output_shapes_eval_shape(model, encoder, size, hole, name):
+  c = preset(name, model=model, encoder=encoder, image_size=size, hole_size=hole)
+  if name == 'default':
     c.bottleneck = 500  # widths 64 (the default); the shapes do not depend on N
   out = init_shapes(c)
   assert out['patch'].shape == (B, hole, hole, 3)
@@ -94,14 +84,14 @@ def test_pathak_generator_has_71m_parameters():
   # The original Torch release's generator at 128/64 with a 4000-unit bottleneck has ~71 M
   # parameters; convolutions feeding BatchNorm carry no bias, so the count is exactly:
   # encoder 2,823,104 + bottleneck 32,776,000 + decoder Dense+BN 32,769,024 + up-convs 2,756,483.
-  c = configs.get('pathak')
+  c = preset('pathak')
   assert (c.image_size, c.hole_size, c.bottleneck, c.model) == (128, 64, 4000, 'gan')
   params = init_shapes(c)['gen_vars']['params']
   assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)) == 71_124_611
 
 
 def test_pathak_only_first_conv_and_last_upconv_have_bias():
-  c = configs.get('pathak')
+  c = preset('pathak')
   params = flat(init_shapes(c)['gen_vars']['params'])
   modules = {k.rsplit('/', 1)[0] for k in params if k.endswith('/kernel')}
   with_bias = sorted(m for m in modules if m + '/bias' in params)
@@ -116,7 +106,7 @@ def test_pathak_only_first_conv_and_last_upconv_have_bias():
 def test_no_bias_before_batchnorm_any_encoder(model, encoder):
   """Generic check on the generator's module order: a kernel whose module is followed by a
   BatchNorm (next module in creation order within the same parent) has no bias."""
-  c = make_config('tiny', model=model, encoder=encoder)
+  c = tiny(model=model, encoder=encoder)
   gen, _ = models.create(c, train=True)
   image = jnp.zeros((B, c.image_size, c.image_size, 3))
   variables = jax.eval_shape(lambda k: gen.init({'params': k}, image), jax.random.key(0))
@@ -153,7 +143,7 @@ def test_stage_widths():
 
 
 def test_pathak_encoder_stage_widths_in_params():
-  c = configs.get('pathak')
+  c = preset('pathak')
   params = init_shapes(c)['gen_vars']['params']['encoder']
   widths = [params[f'DownConv_{i}']['kernel'].shape[-1] for i in range(5)]
   assert widths == [64, 64, 128, 256, 512]
@@ -161,7 +151,7 @@ def test_pathak_encoder_stage_widths_in_params():
 
 
 def test_vgg_encoder_block_widths_in_params():
-  c = make_config('pathak', encoder='vgg', bottleneck=500)
+  c = preset('pathak', encoder='vgg', bottleneck=500)
   params = init_shapes(c)['gen_vars']['params']['encoder']
   widths = [params[f'Conv_{i}']['kernel'].shape[-1] for i in range(len(params))
             if f'Conv_{i}' in params]
@@ -176,94 +166,11 @@ def test_encoder_ends_at_4x4x8width(encoder, size):
   for width in (8, 64):
     enc = models.ENCODER_CLASSES[encoder](width=width)
     x = jax.ShapeDtypeStruct((B, size, size, 3), jnp.float32)
-    v = jax.eval_shape(lambda k, x: enc.init({'params': k}, x), jax.random.key(0), x)
+    v = jax.eval_shape(lambda k, x, enc=enc: enc.init({'params': k}, x), jax.random.key(0), x)
     stages = jax.eval_shape(enc.apply, v, x)  # every stage's map, for the U-Net skips
     assert stages[-1].shape == (B, 4, 4, 8 * width), (encoder, size, width, stages[-1].shape)
     sides = [y.shape[1] for y in stages]
     assert all(a == 2 * b for a, b in zip(sides, sides[1:])), (encoder, size, sides)
-
-
-# ---------------------------------------------------------------------------------- UpConv
-
-def torch_full_conv_reference(x, w, b=None):
-  """SpatialFullConvolution(4, 4, 2, 2, 1, 1) in float64: out[2i-1+ty, 2j-1+tx] += x[i,j] @ W[ty,tx]."""
-  n, h, wd, _ = x.shape
-  o = w.shape[-1]
-  out = np.zeros((n, 2 * h + 2, 2 * wd + 2, o))  # 1 px of margin each side for the padding
-  for ty in range(4):
-    for tx in range(4):
-      contrib = np.einsum('nhwi,io->nhwo', x, w[ty, tx])
-      out[:, ty:ty + 2 * h:2, tx:tx + 2 * wd:2] += contrib  # index 2i-1+ty, shifted by +1
-  out = out[:, 1:-1, 1:-1]
-  return out if b is None else out + b
-
-
-def test_upconv_impls_share_parameters():
-  layer = models.UpConv(5, use_bias=True)
-  x = jnp.ones((1, 4, 4, 3))
-  v = layer.init(fast_key(0), x)
-  assert shapes_of(v['params']) == {'kernel': ((4, 4, 3, 5), jnp.float32),
-                                    'bias': ((5,), jnp.float32)}
-
-
-@pytest.mark.parametrize('layer', [models.UpConv, models.DownConv])
-def test_conv_unknown_impl_raises(layer):
-  with pytest.raises(ValueError, match='nearest'):
-    layer(5, impl='nearest').init(fast_key(0), jnp.ones((1, 4, 4, 3)))
-
-
-def torch_conv_reference(x, w, b=None):
-  """SpatialConvolution(4, 4, 2, 2, 1, 1) in float64: out[i, j] = sum x[2i-1+ty, 2j-1+tx] @ W[ty, tx]."""
-  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  h, wd = x.shape[1] // 2, x.shape[2] // 2
-  out = sum(np.einsum('nhwi,io->nhwo', xp[:, ty:ty + 2 * h:2, tx:tx + 2 * wd:2], w[ty, tx])
-            for ty in range(4) for tx in range(4))
-  return out if b is None else out + b
-
-
-@pytest.mark.parametrize('impl', models.CONV_IMPLS)
-@pytest.mark.parametrize('use_bias', [False, True])
-@pytest.mark.parametrize('layer,reference,in_shape,out_shape', [
-    (models.UpConv, torch_full_conv_reference, (2, 5, 3, 4), (2, 10, 6, 6)),
-    (models.DownConv, torch_conv_reference, (2, 10, 6, 4), (2, 5, 3, 6)),
-])
-def test_stride2_convs_match_torch(layer, reference, in_shape, out_shape, impl, use_bias):
-  rng = np.random.default_rng(0)
-  x = rng.standard_normal(in_shape)
-  w = rng.standard_normal((4, 4, 4, 6))
-  b = rng.standard_normal(6)
-  ref = reference(x, w, b if use_bias else None)
-  assert ref.shape == out_shape
-  with jax.enable_x64(True):
-    params = {'kernel': jnp.asarray(w)} | ({'bias': jnp.asarray(b)} if use_bias else {})
-    y = layer(6, use_bias=use_bias, impl=impl, dtype=jnp.float64).apply({'params': params},
-                                                                          jnp.asarray(x))
-    assert y.dtype == jnp.float64
-    np.testing.assert_allclose(np.asarray(y), ref, rtol=0, atol=1e-10)
-
-
-@pytest.mark.parametrize('layer,in_shape', [(models.DownConv, (2, 8, 6, 3)),
-                                            (models.UpConv, (2, 4, 3, 3))])
-def test_phase_gradients_equal_xla_autodiff(layer, in_shape):
-  """The phase impl's custom VJPs give the same input and kernel gradients as autodiff of
-  XLA's own convolutions, in float64."""
-  rng = np.random.default_rng(2)
-  x = rng.standard_normal(in_shape)
-  w = rng.standard_normal((4, 4, 3, 5))
-  with jax.enable_x64(True):
-    out_shape = jax.eval_shape(
-        lambda x: layer(5, impl='xla', dtype=jnp.float64).apply({'params': {'kernel': w}}, x),
-        jnp.asarray(x)).shape
-    cot = jnp.asarray(rng.standard_normal(out_shape))
-
-    def grads(impl):
-      f = lambda k, x: jnp.vdot(  # noqa: E731
-          layer(5, impl=impl, dtype=jnp.float64).apply({'params': {'kernel': k}}, x), cot)
-      return jax.grad(f, argnums=(0, 1))(jnp.asarray(w), jnp.asarray(x))
-
-    for got, want in zip(grads('phase'), grads('xla')):
-      assert got.shape == want.shape
-      np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-10)
 
 
 # --------------------------------------------------------------------------- initialisation
@@ -272,7 +179,7 @@ def test_phase_gradients_equal_xla_autodiff(layer, in_shape):
 def pathak_init():
   # The pathak generator at 128/64 with a smaller bottleneck (the init of the 4000-unit one
   # takes 10 s of random numbers on 2 cores; the layers under test are the same).
-  c = make_config('pathak', bottleneck=500)
+  c = preset('pathak', bottleneck=500)
   gen, _ = models.create(c)
   v = init(gen, jnp.zeros((1, 128, 128, 3)))
   return flat(jax.device_get(v['params']))
@@ -305,7 +212,7 @@ def test_init_batchnorm_scale_and_biases(pathak_init):
 
 @pytest.fixture(scope='module')
 def tiny_vae():
-  c = make_config('tiny', model='vae')
+  c = tiny(model='vae')
   gen, _ = models.create(c)
   x = rand((3, 32, 32, 3), 3)
   v = init(gen, x)
@@ -354,7 +261,7 @@ def _nonzero_everywhere(grads):
 # Encoders are shared by both models: the GAN (with its discriminator) on pathak, the VAE on all.
 @pytest.mark.parametrize('model,encoder', [('gan', 'pathak')] + [('vae', e) for e in models.ENCODERS])
 def test_gradients_reach_every_parameter(model, encoder):
-  c = make_config('tiny', model=model, encoder=encoder)
+  c = tiny(model=model, encoder=encoder)
   gen, disc = models.create(c, train=True)
   x = rand((4, 32, 32, 3), 0)
   target = rand((4, 16, 16, 3), 1)
@@ -406,7 +313,7 @@ def test_gradients_reach_every_parameter(model, encoder):
 
 @pytest.fixture(scope='module')
 def tiny_gan():
-  c = make_config('tiny')
+  c = tiny()
   x = rand((4, 32, 32, 3), 5)
   gen, _ = models.create(c)
   v = init(gen, x)
@@ -450,8 +357,8 @@ def test_eval_output_independent_of_batch(tiny_gan):
 
 @pytest.mark.parametrize('model', models.MODELS)
 def test_bfloat16_compute(model):
-  c32 = make_config('tiny', model=model)
-  c16 = make_config('tiny', model=model, dtype='bfloat16')
+  c32 = tiny(model=model)
+  c16 = tiny(model=model, dtype='bfloat16')
   # Training-mode BatchNorm normalises the activations; at init the eval-mode output is ~1e-5
   # (running statistics 0 / 1 against N(0, 0.02) weights) and would compare nothing.
   g32, d32 = models.create(c32, train=True)
@@ -493,7 +400,7 @@ def test_bfloat16_compute(model):
     ('bottleneck', 0),
 ])
 def test_create_rejects_bad_config(field, value):
-  c = make_config('tiny', **{field: value})
+  c = tiny(**{field: value})
   with pytest.raises(ValueError) as e:
     models.create(c)
   msg = str(e.value)
@@ -503,9 +410,9 @@ def test_create_rejects_bad_config(field, value):
 
 def test_create_rejects_unknown_conv_impl():
   with pytest.raises(ValueError, match='nearest'):
-    models.create(make_config('tiny', conv_impl='nearest'))
+    models.create(tiny(conv_impl='nearest'))
 
 
 def test_hole_larger_than_image_rejected():
   with pytest.raises(ValueError, match='hole_size=64'):
-    models.create(make_config('tiny', hole_size=64))
+    models.create(tiny(hole_size=64))

@@ -1,9 +1,6 @@
 """The model shipped in ce_jax/pretrained: it loads, it inpaints, and it beats Telea."""
 
 import os
-from pathlib import Path
-import subprocess
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -14,9 +11,7 @@ from PIL import Image
 import pytest
 
 from ce_jax import checkpoints, evaluate, inpaint
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO / 'ce_jax' / 'samples'
+from conftest import SAMPLES, run_module
 
 
 @pytest.fixture(scope='module')
@@ -50,9 +45,8 @@ def test_inpaint_with_the_shipped_model(pretrained, tmp_path):
   assert np.abs(out[hole] - truth).mean() < 0.7 * flat
 
   Image.fromarray(photo).save(tmp_path / 'fig.png')
-  r = subprocess.run([sys.executable, '-m', 'ce_jax.inpaint', f'--input={tmp_path / "fig.png"}',
-                      f'--output={tmp_path / "out"}'], cwd=REPO, capture_output=True, text=True,
-                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), timeout=300)
+  r = run_module('-m', 'ce_jax.inpaint', f'--input={tmp_path / "fig.png"}',
+                 f'--output={tmp_path / "out"}', timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
   assert Image.open(tmp_path / 'out' / 'fig_filled.png').size == (w, h)
 

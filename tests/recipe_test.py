@@ -11,8 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from ce_jax import checkpoints, configs, losses, models, sharding, steps
-from train_test import host, random_batch, tiny
+from ce_jax import checkpoints, losses, models, sharding, steps
+from conftest import host, init_state, preset, random_batch, tiny
 
 
 def test_box_features_crop_each_map_over_the_patch():
@@ -21,8 +21,8 @@ def test_box_features_crop_each_map_over_the_patch():
   # the 4x4 map (side 2, below the decoder's first level) give nothing.
   rng = np.random.default_rng(0)
   stages = [jnp.asarray(rng.normal(size=(2, s, s, 3)), jnp.float32) for s in (64, 32, 16, 8, 4)]
-  box = jnp.array([[16, 8], [0, 32]])
-  out = models.box_features(stages, box, 64, 32)
+  corner = jnp.array([[16, 8], [0, 32]])
+  out = models.box_features(stages, corner, 64, 32)
   assert sorted(out) == [4, 8, 16]
   np.testing.assert_array_equal(out[16][0], stages[1][0, 8:24, 4:20])
   np.testing.assert_array_equal(out[8][0], stages[2][0, 4:12, 2:10])
@@ -30,16 +30,16 @@ def test_box_features_crop_each_map_over_the_patch():
 
 
 @pytest.mark.parametrize('upsample', models.UPSAMPLES)
-def test_skip_generator_follows_the_box(upsample):
+def test_skip_generator_follows_the_patch_corner(upsample):
   config = tiny(skips=True, upsample=upsample)
   gen, _ = models.create(config)
   x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-1, maxval=1)
   variables = jax.jit(gen.init)(jax.random.key(1), x)
-  apply = jax.jit(lambda v, x, box: gen.apply(v, x, box=box)[0])
+  apply = jax.jit(lambda v, x, corner: gen.apply(v, x, corner=corner)[0])
   centre = jnp.full((2, 2), (32 - 16) // 2, jnp.int32)
   np.testing.assert_array_equal(apply(variables, x, None), apply(variables, x, centre))
-  corner = jnp.zeros((2, 2), jnp.int32)
-  assert not np.allclose(apply(variables, x, corner), apply(variables, x, centre))
+  top_left = jnp.zeros((2, 2), jnp.int32)
+  assert not np.allclose(apply(variables, x, top_left), apply(variables, x, centre))
   # The same config without skips has a decoder with fewer input channels, nothing else.
   plain = jax.eval_shape(models.create(tiny(upsample=upsample))[0].init, jax.random.key(1), x)
   assert set(jax.tree.leaves(jax.tree.map(lambda a: a.ndim, plain))) == set(
@@ -47,7 +47,7 @@ def test_skip_generator_follows_the_box(upsample):
 
 
 def test_inpaint_preset_is_the_shipped_architecture():
-  config = configs.get('inpaint')
+  config = preset('inpaint')
   gen, disc = models.create(config)
   x = jax.ShapeDtypeStruct((1, 128, 128, 3), jnp.float32)
   v = jax.eval_shape(gen.init, jax.random.key(0), x)
@@ -84,8 +84,7 @@ def test_reconstruction_only_gan_step_is_the_l2_step():
   """adv_weight=0: the generator follows the gradient of the masked L2 alone (checked with SGD
   against jax.grad of the loss), its EMA moves, and the discriminator is left untouched."""
   config = tiny(loss__adv_weight=0.0, loss__rec_weight=0.5, optim__ema_decay=0.9)
-  mesh = sharding.data_mesh()
-  state = jax.jit(lambda k: steps.create_train_state(config, k))(jax.random.PRNGKey(0))
+  state = init_state(config)
   batch = random_batch(config)
   before = host(state)
   gen, _ = models.create(config, train=True)
@@ -101,7 +100,7 @@ def test_reconstruction_only_gan_step_is_the_l2_step():
   orig = steps.optimizers
   steps.optimizers = lambda c: (sgd, orig(c)[1])
   try:
-    new, metrics = steps.make_train_step(config, mesh)(state, batch)
+    new, metrics = steps.make_train_step(config, sharding.data_mesh())(state, batch)
   finally:
     steps.optimizers = orig
   got = jax.tree.map(lambda a, b: a - np.asarray(b), before.gen.params, host(new.gen.params))
@@ -133,22 +132,6 @@ def test_bilinear_upsampling_equals_jax_image_resize():
     want = jax.image.resize(jnp.asarray(x), (2, 10, 14, 3), 'bilinear')
     got = models.upsample2_bilinear(jnp.asarray(x))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
-
-
-@pytest.mark.parametrize('impl', models.CONV_IMPLS)
-def test_nearest_up_conv_is_nearest_upsampling_then_3x3_conv(impl):
-  """Against a float64 reference: repeat every pixel 2x2, then a 3x3 SAME convolution."""
-  rng = np.random.default_rng(0)
-  x = rng.normal(size=(2, 5, 6, 4))
-  w = rng.normal(size=(3, 3, 4, 7))
-  up = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
-  padded = np.pad(up, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  want = sum(np.einsum('bhwi,io->bhwo', padded[:, dy:dy + 10, dx:dx + 12], w[dy, dx])
-             for dy in range(3) for dx in range(3))
-  with jax.enable_x64():
-    layer = models.NearestUpConv(7, impl=impl, dtype=jnp.float64)
-    got = layer.apply({'params': {'kernel': jnp.asarray(w)}}, jnp.asarray(x))
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize('kind', ['center', 'freeform'])

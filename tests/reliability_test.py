@@ -6,15 +6,13 @@ import shutil
 import subprocess
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 import pytest
 
-from ce_jax import checkpoints, cli, evaluate, inpaint, input_pipeline, sharding, steps, train
-
-from train_test import REPO, run_module, tiny
+from ce_jax import checkpoints, cli, evaluate, inpaint, input_pipeline, train
+from conftest import REPO, init_state, restore_state, run_module, tiny
 
 
 def last_line(result):
@@ -31,19 +29,6 @@ def saved_steps(workdir):
     mngr.close()
 
 
-def restore(workdir, config, step):
-  """The whole TrainState saved at `step`, to check that a kept checkpoint is usable."""
-  mesh = sharding.data_mesh()
-  init = jax.jit(lambda k: steps.create_train_state(config, k),
-                 out_shardings=sharding.replicated(mesh))
-  mngr = checkpoints.manager(workdir, read_only=True)
-  try:
-    return checkpoints.restore_state(mngr, step, jax.eval_shape(init, jax.random.PRNGKey(0)),
-                                     sharding.replicated(mesh))
-  finally:
-    mngr.close()
-
-
 def write_photos(folder, names, size=(40, 48)):
   rng = np.random.default_rng(0)
   for name in names:
@@ -54,14 +39,16 @@ def write_photos(folder, names, size=(40, 48)):
 
 @pytest.fixture(scope='module')
 def run4(tmp_path_factory):
-  """A tiny GAN trained for 4 steps, checkpoints at steps 2 and 4 (copy it before damaging it)."""
+  """A tiny GAN trained for 4 steps, checkpoints at steps 2 and 4 (damage `run4_copy`, not it)."""
   workdir = tmp_path_factory.mktemp('run4')
   train.train_and_evaluate(tiny(num_steps=4, log_every=2, eval_every=4, checkpoint_every=2),
                            workdir)
   return workdir
 
 
-def copy_run(run4, tmp_path):
+@pytest.fixture
+def run4_copy(run4, tmp_path):
+  """A copy of run4 of this test's own, to damage."""
   shutil.copytree(run4, tmp_path / 'run')
   return tmp_path / 'run'
 
@@ -77,7 +64,7 @@ def test_a_diverged_state_is_never_saved(model, tmp_path):
     train.train_and_evaluate(config, tmp_path)
   saved = saved_steps(tmp_path)
   for step in saved:  # every checkpoint left behind is usable
-    assert checkpoints.is_finite(restore(tmp_path, config, step)), step
+    assert checkpoints.is_finite(restore_state(tmp_path, config, step)), step
   message = str(e.value)
   assert 'holds NaN or Inf and was not saved' in message, message
   if saved:
@@ -91,7 +78,7 @@ def test_a_diverged_state_is_never_saved(model, tmp_path):
 
 def test_best_keeps_the_lowest_report_loss(tmp_path):
   config = tiny(keep_checkpoints=1)
-  state = jax.jit(lambda k: steps.create_train_state(config, k))(jax.random.PRNGKey(0))
+  state = init_state(config)
   mngr = checkpoints.manager(tmp_path, config)
   for step, loss in ((1, 41.67), (2, 45.85), (3, 42.71)):
     checkpoints.save(mngr, state.replace(step=jnp.int32(step)), config,
@@ -182,7 +169,7 @@ def test_a_failing_evaluation_keeps_the_steps_before_it(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize('args, message', [
     (['--batch_size=-4'], 'train: batch_size=-4 must be a positive integer.'),
-    (['--set=fill=5'], 'train: fill=5 is not a tuple like its default ('),
+    (['--config.fill=5'], 'train: fill=(5,) must be three numbers in [-1, 1]'),
 ])
 def test_train_flags_fail_in_one_line(args, message, tmp_path):
   r = run_module('-m', 'ce_jax.train', '--config=tiny', *args, f'--workdir={tmp_path}')
@@ -259,15 +246,15 @@ def test_photos_over_pils_pixel_limit_are_read(tmp_path, monkeypatch):
 
 def damage(workdir, step):
   """Truncates every array file of the generator at `step` to half its size."""
-  files = [p for p in (workdir / 'checkpoints' / str(step) / 'generator').rglob('*')
+  files = [p for p in (workdir / 'checkpoints' / str(step) / checkpoints.GENERATOR).rglob('*')
            if p.is_file() and p.parent.name == 'd']
   assert files
   for p in files:
     os.truncate(p, p.stat().st_size // 2)
 
 
-def test_a_corrupt_latest_checkpoint_falls_back(run4, tmp_path, capsys):
-  workdir = copy_run(run4, tmp_path)
+def test_a_corrupt_latest_checkpoint_falls_back(run4_copy, capsys):
+  workdir = run4_copy
   damage(workdir, 4)
   _, _, step = checkpoints.load_generator(workdir)
   assert step == 2
@@ -285,9 +272,9 @@ def test_a_corrupt_latest_checkpoint_falls_back(run4, tmp_path, capsys):
   assert [p.name.split('_')[0] for p in (workdir / 'unreadable_checkpoints').iterdir()] == ['4']
 
 
-def test_evaluate_names_a_half_deleted_step_in_one_line(run4, tmp_path):
-  workdir = copy_run(run4, tmp_path)
-  shutil.rmtree(workdir / 'checkpoints' / '4' / 'generator')
+def test_evaluate_names_a_half_deleted_step_in_one_line(run4_copy):
+  workdir = run4_copy
+  shutil.rmtree(workdir / 'checkpoints' / '4' / checkpoints.GENERATOR)
   r = run_module('-m', 'ce_jax.evaluate', f'--workdir={workdir}', '--step=4')
   assert r.returncode != 0
   assert last_line(r).startswith(f'evaluate: Checkpoint 4 in {workdir / "checkpoints"} cannot be '

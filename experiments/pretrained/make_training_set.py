@@ -16,7 +16,7 @@ import csv
 from pathlib import Path
 import shutil
 
-from ce_jax import configs, input_pipeline
+from ce_jax import configs, images, input_pipeline
 
 SHARED = Path(__file__).resolve().parents[3] / 'shared' / 'data'
 
@@ -38,7 +38,7 @@ def main():
   copied = 0
   for name in ('photos', 'research'):
     src = args.shared / name
-    for path in input_pipeline.list_images(src):
+    for path in images.list_images(src):
       if name == 'photos' and path.name in excluded:
         continue
       dst = args.out / name / path.relative_to(src)
