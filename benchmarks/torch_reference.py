@@ -58,9 +58,11 @@ def conv_down(cin, cout, bn):
 
 def conv_up(cin, cout):
   """4x4 stride-2 transposed convolution (doubles H and W), BatchNorm, ReLU."""
-  return [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
-          nn.BatchNorm2d(cout, eps=1e-5, momentum=0.1),
-          nn.ReLU(inplace=True)]
+  return [
+      nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
+      nn.BatchNorm2d(cout, eps=1e-5, momentum=0.1),
+      nn.ReLU(inplace=True),
+  ]
 
 
 class Generator(nn.Module):
@@ -68,7 +70,7 @@ class Generator(nn.Module):
 
   def __init__(self, image_size=128, bottleneck=4000, nc=3, nef=64, ngf=64):
     super().__init__()
-    self.s = image_size // 32            # encoder output side == decoder input side (4 at 128px)
+    self.s = image_size // 32  # encoder output side == decoder input side (4 at 128px)
     self.c = ngf * 8
     enc_out = nef * 8 * self.s * self.s  # 8192 at 128px
     self.encoder = nn.Sequential(
@@ -143,8 +145,10 @@ def make_batch(batch_size, image_size, memory_format):
   real = images[:, :, lo:hi, lo:hi].clone()
   masked = images.clone()
   masked[:, :, lo:hi, lo:hi] = 0
-  return (masked.contiguous(memory_format=memory_format),
-          real.contiguous(memory_format=memory_format))
+  return (
+      masked.contiguous(memory_format=memory_format),
+      real.contiguous(memory_format=memory_format),
+  )
 
 
 def train_step(G, D, opt_g, opt_d, masked, real, ones, zeros, wtl2=0.999, wtadv=0.001):
@@ -153,15 +157,15 @@ def train_step(G, D, opt_g, opt_d, masked, real, ones, zeros, wtl2=0.999, wtadv=
 
   # Discriminator: real patches -> 1, generated patches (no gradient into G) -> 0.
   opt_d.zero_grad(set_to_none=True)
-  loss_d = (F.binary_cross_entropy_with_logits(D(real), ones)
-            + F.binary_cross_entropy_with_logits(D(fake.detach()), zeros))
+  loss_d = F.binary_cross_entropy_with_logits(D(real), ones) + F.binary_cross_entropy_with_logits(
+      D(fake.detach()), zeros
+  )
   loss_d.backward()
   opt_d.step()
 
   # Generator: reconstruction + adversarial, D re-run with its updated weights.
   opt_g.zero_grad(set_to_none=True)
-  loss_g = (wtl2 * F.mse_loss(fake, real)
-            + wtadv * F.binary_cross_entropy_with_logits(D(fake), ones))
+  loss_g = wtl2 * F.mse_loss(fake, real) + wtadv * F.binary_cross_entropy_with_logits(D(fake), ones)
   loss_g.backward()
   opt_g.step()
   return loss_d.detach(), loss_g.detach()
@@ -172,13 +176,24 @@ def main():
   parser.add_argument('--batch_size', type=int, default=64)
   parser.add_argument('--steps', type=int, default=5, help='timed steps')
   parser.add_argument('--warmup', type=int, default=2, help='untimed steps first')
-  parser.add_argument('--threads', type=int, default=os.cpu_count(),
-                      help='torch.set_num_threads (default: os.cpu_count())')
-  parser.add_argument('--image_size', type=int, default=128,
-                      help='input side; the hole/patch is half of it (multiple of 32)')
+  parser.add_argument(
+      '--threads',
+      type=int,
+      default=os.cpu_count(),
+      help='torch.set_num_threads (default: os.cpu_count())',
+  )
+  parser.add_argument(
+      '--image_size',
+      type=int,
+      default=128,
+      help='input side; the hole/patch is half of it (multiple of 32)',
+  )
   parser.add_argument('--bottleneck', type=int, default=4000)
-  parser.add_argument('--channels_last', action='store_true',
-                      help='run the convolutions in torch.channels_last (NHWC) memory format')
+  parser.add_argument(
+      '--channels_last',
+      action='store_true',
+      help='run the convolutions in torch.channels_last (NHWC) memory format',
+  )
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args()
   if args.image_size % 32:
@@ -207,24 +222,33 @@ def main():
   zeros = torch.zeros(args.batch_size)
 
   g_params, d_params = count_params(G), count_params(D)
-  print(f'torch {torch.__version__}, threads {torch.get_num_threads()} '
-        f'(os.cpu_count() {os.cpu_count()}), '
-        f'memory format {"channels_last" if args.channels_last else "contiguous (NCHW)"}')
-  print(f'batch {args.batch_size}, image {args.image_size}, hole {args.image_size // 2}, '
-        f'bottleneck {args.bottleneck}, float32')
+  print(
+      f'torch {torch.__version__}, threads {torch.get_num_threads()} '
+      f'(os.cpu_count() {os.cpu_count()}), '
+      f'memory format {"channels_last" if args.channels_last else "contiguous (NCHW)"}'
+  )
+  print(
+      f'batch {args.batch_size}, image {args.image_size}, hole {args.image_size // 2}, '
+      f'bottleneck {args.bottleneck}, float32'
+  )
   note = ''
   if args.image_size == 128 and args.bottleneck == 4000:
     ok = g_params == EXPECTED_GENERATOR_PARAMS_128
-    note = (' (matches ce_jax)' if ok else
-            f' (MISMATCH: ce_jax pathak has {EXPECTED_GENERATOR_PARAMS_128:,})')
+    note = (
+        ' (matches ce_jax)'
+        if ok
+        else f' (MISMATCH: ce_jax pathak has {EXPECTED_GENERATOR_PARAMS_128:,})'
+    )
   print(f'generator parameters {g_params:,}{note}; discriminator parameters {d_params:,}')
 
   with torch.no_grad():
     fake_shape = tuple(G(masked[:2]).shape)
     logit_shape = tuple(D(real[:2]).shape)
-  print(f'shapes (G and D checked on 2 images): input {tuple(masked.shape)} -> G {fake_shape} '
-        f'(target {tuple(real.shape)}); '
-        f'D logits {logit_shape}')
+  print(
+      f'shapes (G and D checked on 2 images): input {tuple(masked.shape)} -> G {fake_shape} '
+      f'(target {tuple(real.shape)}); '
+      f'D logits {logit_shape}'
+  )
   assert fake_shape[1:] == tuple(real.shape[1:]), (fake_shape, real.shape)
 
   for _ in range(args.warmup):
@@ -238,10 +262,12 @@ def main():
 
   total = sum(times)
   print(f'loss_D {loss_d.item():.4f}, loss_G {loss_g.item():.4f} (after the last step)')
-  print(f'{args.steps} timed steps after {args.warmup} warm-up: '
-        f'{1000 * total / args.steps:.0f} ms/step (median {1000 * statistics.median(times):.0f}, '
-        f'min {1000 * min(times):.0f}), '
-        f'{args.batch_size * args.steps / total:.1f} images/s')
+  print(
+      f'{args.steps} timed steps after {args.warmup} warm-up: '
+      f'{1000 * total / args.steps:.0f} ms/step (median {1000 * statistics.median(times):.0f}, '
+      f'min {1000 * min(times):.0f}), '
+      f'{args.batch_size * args.steps / total:.1f} images/s'
+  )
 
 
 if __name__ == '__main__':

@@ -62,6 +62,7 @@ class HttpError(Exception):
 @dataclasses.dataclass
 class Model:
   """A generator loaded once, with its jitted predict, shared by every request."""
+
   workdir: str
   config: object
   variables: object
@@ -72,8 +73,10 @@ class Model:
 
   def describe(self) -> str:
     c = self.config
-    return (f'{self.workdir} (step {self.step}; {c.model} / {c.encoder}, sees {c.image_size} px '
-            f'around a {c.hole_size} px hole)')
+    return (
+        f'{self.workdir} (step {self.step}; {c.model} / {c.encoder}, sees {c.image_size} px '
+        f'around a {c.hole_size} px hole)'
+    )
 
 
 def load_model(workdir=checkpoints.PRETRAINED, step='latest', blend: int = 3) -> Model:
@@ -82,9 +85,10 @@ def load_model(workdir=checkpoints.PRETRAINED, step='latest', blend: int = 3) ->
   model = Model(str(workdir), config, variables, step, steps.make_predict(config), blend)
   s = config.image_size
   hole = np.zeros((s, s), bool)
-  hole[s // 2 - 2:s // 2 + 2, s // 2 - 2:s // 2 + 2] = True
-  inpaint.inpaint_photo(np.zeros((s, s, 3), np.uint8), hole, config, variables, model.predict,
-                        blend)
+  hole[s // 2 - 2 : s // 2 + 2, s // 2 - 2 : s // 2 + 2] = True
+  inpaint.inpaint_photo(
+      np.zeros((s, s, 3), np.uint8), hole, config, variables, model.predict, blend
+  )
   return model
 
 
@@ -93,8 +97,9 @@ def data_url_bytes(value, what: str) -> bytes:
   if not isinstance(value, str) or not value:
     raise ValueError(f'The request has no {what}.')
   try:
-    return base64.b64decode(value.partition(',')[2] if value.startswith('data:') else value,
-                            validate=True)
+    return base64.b64decode(
+        value.partition(',')[2] if value.startswith('data:') else value, validate=True
+    )
   except (binascii.Error, ValueError):
     raise ValueError(f'The {what} is not base64 data.') from None
 
@@ -102,8 +107,9 @@ def data_url_bytes(value, what: str) -> bytes:
 def data_url(image: np.ndarray, fmt: str = 'PNG') -> str:
   """A uint8 image as a data URL: PNG (lossless, for results) or JPEG (for previews)."""
   buf = io.BytesIO()
-  Image.fromarray(image).save(buf, fmt, **({'compress_level': 1} if fmt == 'PNG' else
-                                           {'quality': 92}))
+  Image.fromarray(image).save(
+      buf, fmt, **({'compress_level': 1} if fmt == 'PNG' else {'quality': 92})
+  )
   return f'data:image/{fmt.lower()};base64,{base64.b64encode(buf.getvalue()).decode()}'
 
 
@@ -112,20 +118,25 @@ def open_image(data: bytes, what: str, max_pixels: int) -> Image.Image:
   try:
     img = Image.open(io.BytesIO(data))
   except Image.DecompressionBombError:  # more than twice Pillow's limit, itself above ours
-    raise ValueError(f'The {what} has far more than {max_pixels / 1e6:.0f} megapixels, the '
-                     'limit.') from None
+    raise ValueError(
+        f'The {what} has far more than {max_pixels / 1e6:.0f} megapixels, the ' 'limit.'
+    ) from None
   except Exception:  # pylint: disable=broad-except  # Pillow raises many kinds on junk
-    raise ValueError(f'The {what} is not an image that can be read (jpg, png, webp, bmp, '
-                     '...).') from None
+    raise ValueError(
+        f'The {what} is not an image that can be read (jpg, png, webp, bmp, ' '...).'
+    ) from None
   w, h = img.size
   if w * h > max_pixels:
-    raise ValueError(f'The {what} is {w}x{h} px ({w * h / 1e6:.0f} megapixels); the limit is '
-                     f'{max_pixels / 1e6:.0f} megapixels.')
+    raise ValueError(
+        f'The {what} is {w}x{h} px ({w * h / 1e6:.0f} megapixels); the limit is '
+        f'{max_pixels / 1e6:.0f} megapixels.'
+    )
   return img
 
 
-def decode_photo(data: bytes, max_side: int = MAX_SIDE,
-                 max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+def decode_photo(
+    data: bytes, max_side: int = MAX_SIDE, max_pixels: int = MAX_PIXELS
+) -> tuple[np.ndarray, str]:
   """(H, W, 3) uint8 photo, turned upright by its EXIF orientation and downscaled to at most
   `max_side` px on its longest side, and a note saying whether it was downscaled."""
   img = open_image(data, 'photo', max_pixels)
@@ -141,10 +152,13 @@ def decode_photo(data: bytes, max_side: int = MAX_SIDE,
   note = ''
   if max(w, h) > max_side:
     scale = max_side / max(w, h)
-    img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS,
-                     reducing_gap=3.0)
-    note = (f'Downscaled from {w}x{h} to {img.width}x{img.height} px (photos are limited to '
-            f'{max_side} px on their longest side).')
+    img = img.resize(
+        (max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS, reducing_gap=3.0
+    )
+    note = (
+        f'Downscaled from {w}x{h} to {img.width}x{img.height} px (photos are limited to '
+        f'{max_side} px on their longest side).'
+    )
   return np.asarray(img), note
 
 
@@ -173,13 +187,20 @@ def inpaint_request(model: Model, request: dict) -> dict:
   hole = decode_mask(data_url_bytes(request.get('mask'), 'mask'), *photo.shape[:2])
   start = time.perf_counter()
   with model.lock:  # one photo at a time: bounds memory, and the model is fast enough
-    result = inpaint.inpaint_photo(photo, hole, model.config, model.variables, model.predict,
-                                   model.blend)
+    result = inpaint.inpaint_photo(
+        photo, hole, model.config, model.variables, model.predict, model.blend
+    )
   seconds = time.perf_counter() - start
   height, width = photo.shape[:2]
-  return {'result': data_url(result), 'telea': data_url(baselines.telea_photo(photo, hole)),
-          'width': width, 'height': height, 'seconds': seconds, 'note': note,
-          'holes': cv2.connectedComponents(hole.astype(np.uint8), connectivity=8)[0] - 1}
+  return {
+      'result': data_url(result),
+      'telea': data_url(baselines.telea_photo(photo, hole)),
+      'width': width,
+      'height': height,
+      'seconds': seconds,
+      'note': note,
+      'holes': cv2.connectedComponents(hole.astype(np.uint8), connectivity=8)[0] - 1,
+  }
 
 
 ROUTES = {'/api/photo': photo_info, '/api/inpaint': inpaint_request}
@@ -192,15 +213,20 @@ def page_template() -> str:
 
 def page(model: Model) -> bytes:
   """The HTML page, with the model and the limits the page checks and shows."""
-  settings = {'model': model.describe(), 'maxSide': MAX_SIDE, 'maxPhotoMB': MAX_PHOTO_MB,
-              'holeFraction': (model.config.hole_size - 2 * model.config.mask.overlap)
-                              / model.config.image_size}
+  settings = {
+      'model': model.describe(),
+      'maxSide': MAX_SIDE,
+      'maxPhotoMB': MAX_PHOTO_MB,
+      'holeFraction': (model.config.hole_size - 2 * model.config.mask.overlap)
+      / model.config.image_size,
+  }
   js = json.dumps(settings).replace('</', '<\\/')
   return page_template().replace('/*SETTINGS*/null', js).encode('utf-8')
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
   """GET / is the page; POST /api/* take and answer JSON; anything else is a 404."""
+
   server_version = 'ce_jax-app'
 
   def _send(self, status: int, body: bytes, content_type: str) -> None:
@@ -226,8 +252,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not chunk:
           break
         length -= len(chunk)
-      raise HttpError(413, f'The upload is too large: photos are limited to {MAX_PHOTO_MB} MB '
-                           f'(requests to {MAX_BODY_BYTES // 2**20} MB).')
+      raise HttpError(
+          413,
+          f'The upload is too large: photos are limited to {MAX_PHOTO_MB} MB '
+          f'(requests to {MAX_BODY_BYTES // 2**20} MB).',
+      )
     try:
       request = json.loads(self.rfile.read(length))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -241,8 +270,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     if path in ('/', '/index.html'):
       self._send(200, page(self.server.model), 'text/html; charset=utf-8')
     else:
-      self._send(404, f'404: nothing at {path}; the app is at /.\n'.encode(),
-                 'text/plain; charset=utf-8')
+      self._send(
+          404, f'404: nothing at {path}; the app is at /.\n'.encode(), 'text/plain; charset=utf-8'
+      )
 
   def do_POST(self):  # pylint: disable=invalid-name
     path = urllib.parse.urlsplit(self.path).path
@@ -284,8 +314,9 @@ FLAGS = flags.FLAGS
 def define_flags():
   """Flags of this command (defined only when it runs, so modules import each other freely)."""
   inpaint.define_model_flags()
-  flags.DEFINE_string('host', '127.0.0.1',
-                      'Address to listen on; 0.0.0.0 opens the app to your whole network.')
+  flags.DEFINE_string(
+      'host', '127.0.0.1', 'Address to listen on; 0.0.0.0 opens the app to your whole network.'
+  )
   flags.DEFINE_integer('port', 8080, 'Port to listen on (0: any free port).')
 
 
@@ -307,8 +338,11 @@ def main(argv):
   host, port = server.server_address[:2]
   if host not in ('127.0.0.1', '::1'):
     print(f'Listening on {host}: other machines on your network can use this app too.')
-  print(f'Inpainting with {server.model.describe()}\n'
-        f'Open http://{host}:{port}/ in your browser (Ctrl-C stops the app).', flush=True)
+  print(
+      f'Inpainting with {server.model.describe()}\n'
+      f'Open http://{host}:{port}/ in your browser (Ctrl-C stops the app).',
+      flush=True,
+  )
   try:
     server.serve_forever()
   except KeyboardInterrupt:

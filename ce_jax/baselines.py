@@ -12,7 +12,8 @@ def mean_fill(batch):
   """Each image's hole filled with the mean colour of its visible pixels."""
   keep = 1.0 - batch['mask']
   mean = jnp.sum(batch['image'] * keep, axis=(1, 2), keepdims=True) / jnp.maximum(
-      jnp.sum(keep, axis=(1, 2), keepdims=True), 1.0)
+      jnp.sum(keep, axis=(1, 2), keepdims=True), 1.0
+  )
   return jnp.where(batch['mask'] > 0, mean, batch['image'])
 
 

@@ -23,11 +23,16 @@ from ce_jax import bench_input, cli, inpaint, masks, models, platform, sharding,
 
 # Dense peak FLOP/s per chip, by (device_kind substring, dtype). Unknown devices report no MFU.
 PEAK_FLOPS = {
-    ('H100', 'bfloat16'): 989e12, ('H100', 'float32'): 67e12,
-    ('H200', 'bfloat16'): 989e12, ('H200', 'float32'): 67e12,
-    ('A100', 'bfloat16'): 312e12, ('A100', 'float32'): 19.5e12,
-    ('TPU v4', 'bfloat16'): 275e12, ('TPU v5 lite', 'bfloat16'): 197e12,
-    ('TPU v5p', 'bfloat16'): 459e12, ('TPU v6', 'bfloat16'): 918e12,
+    ('H100', 'bfloat16'): 989e12,
+    ('H100', 'float32'): 67e12,
+    ('H200', 'bfloat16'): 989e12,
+    ('H200', 'float32'): 67e12,
+    ('A100', 'bfloat16'): 312e12,
+    ('A100', 'float32'): 19.5e12,
+    ('TPU v4', 'bfloat16'): 275e12,
+    ('TPU v5 lite', 'bfloat16'): 197e12,
+    ('TPU v5p', 'bfloat16'): 459e12,
+    ('TPU v6', 'bfloat16'): 918e12,
 }
 
 
@@ -66,8 +71,9 @@ def time_calls(fn, n: int) -> float:
 def bench_train_step(config, n_steps: int, profile_dir: str = '') -> dict:
   mesh = sharding.data_mesh()
   sharding.check_divisible(config.batch_size, mesh)
-  state = jax.jit(lambda k: steps.create_train_state(config, k),
-                  out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
+  state = jax.jit(
+      lambda k: steps.create_train_state(config, k), out_shardings=sharding.replicated(mesh)
+  )(jax.random.PRNGKey(0))
   batch = jax.device_put(random_batch(config), sharding.batch_sharding(mesh))
   step = steps.make_train_step(config, mesh)
   start = time.perf_counter()
@@ -123,8 +129,12 @@ def define_flags():
   flags.DEFINE_integer('steps', 10, 'Timed train steps per (model, encoder).')
   flags.DEFINE_integer('pipeline_batches', 20, 'Timed input-pipeline batches (0 skips it).')
   flags.DEFINE_string('json', '', 'Also write the results here.')
-  flags.DEFINE_string('profile_dir', '', 'Also write a jax.profiler trace of two train steps of '
-                      'each (model, encoder) under this folder.')
+  flags.DEFINE_string(
+      'profile_dir',
+      '',
+      'Also write a jax.profiler trace of two train steps of '
+      'each (model, encoder) under this folder.',
+  )
 
 
 def main(argv):
@@ -145,8 +155,13 @@ def main(argv):
         models.validate(config)
       except ValueError as e:
         sys.exit(f'bench: {e}')
-      row = {'model': model, 'encoder': encoder, 'image_size': config.image_size,
-             'batch_size': config.batch_size, 'dtype': config.dtype}
+      row = {
+          'model': model,
+          'encoder': encoder,
+          'image_size': config.image_size,
+          'batch_size': config.batch_size,
+          'dtype': config.dtype,
+      }
       profile = f'{FLAGS.profile_dir}/{model}_{encoder}' if FLAGS.profile_dir else ''
       row |= bench_train_step(config, FLAGS.steps, profile)
       row['eval_images_per_s'] = bench_eval(config, max(2, FLAGS.steps // 2))
@@ -154,18 +169,23 @@ def main(argv):
       print(json.dumps(row), flush=True)
   extra = {'inpaint_photos_per_s': bench_inpaint(base, 3)}
   if FLAGS.pipeline_batches > 0:
-    host, device_rate, _ = bench_input.pipeline_rates(base, batches=FLAGS.pipeline_batches,
-                                                      warmup=2)
+    host, device_rate, _ = bench_input.pipeline_rates(
+        base, batches=FLAGS.pipeline_batches, warmup=2
+    )
     extra |= {'pipeline_host_images_per_s': host, 'pipeline_images_per_s': device_rate}
   print(f'\n{device}, {base.image_size}px, batch {base.batch_size}, {base.dtype}')
-  print('| model | encoder | train img/s | step ms | compile s | GFLOPs/step | MFU | peak mem GB '
-        '| eval img/s |')
+  print(
+      '| model | encoder | train img/s | step ms | compile s | GFLOPs/step | MFU | peak mem GB '
+      '| eval img/s |'
+  )
   print('|---|---|---|---|---|---|---|---|---|')
   for r in rows:
     mfu = f'{100 * r["mfu"]:.1f} %' if r['mfu'] is not None else 'n/a'
-    print(f'| {r["model"]} | {r["encoder"]} | {r["train_images_per_s"]:.1f} | {r["step_ms"]:.0f} '
-          f'| {r["compile_s"]:.1f} | {r["step_gflops"]:.1f} | {mfu} | {r["peak_memory_gb"]:.2f} '
-          f'| {r["eval_images_per_s"]:.1f} |')
+    print(
+        f'| {r["model"]} | {r["encoder"]} | {r["train_images_per_s"]:.1f} | {r["step_ms"]:.0f} '
+        f'| {r["compile_s"]:.1f} | {r["step_gflops"]:.1f} | {mfu} | {r["peak_memory_gb"]:.2f} '
+        f'| {r["eval_images_per_s"]:.1f} |'
+    )
   print(' '.join(f'{k}={v:.1f}' for k, v in extra.items()))
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:

@@ -30,16 +30,19 @@ def _rate(batches, n: int, warmup: int, batch_size: int, block=lambda b: b) -> f
   return n * batch_size / (time.perf_counter() - start)
 
 
-def pipeline_rates(config, split: str = 'train', batches: int = 50, warmup: int = 5,
-                   loader: str | None = None):
+def pipeline_rates(
+    config, split: str = 'train', batches: int = 50, warmup: int = 5, loader: str | None = None
+):
   """(host loader images/s, device_batches images/s, SkipCounter) for `config`'s dataset."""
-  host_batches, skipped = input_pipeline.create_dataset(config, split, repeat=True,  # endless
-                                                        loader=loader)
+  host_batches, skipped = input_pipeline.create_dataset(
+      config, split, repeat=True, loader=loader  # endless
+  )
   host_iter = iter(host_batches)
   host = _rate(host_iter, batches, warmup, config.batch_size)
   host_iter.close()  # its threads stop before the next measurement
-  device_iter = input_pipeline.device_batches(host_batches, config, sharding.data_mesh(),
-                                              jax.random.key(0))
+  device_iter = input_pipeline.device_batches(
+      host_batches, config, sharding.data_mesh(), jax.random.key(0)
+  )
   device = _rate(device_iter, batches, warmup, config.batch_size, jax.block_until_ready)
   device_iter.close()
   return host, device, skipped
@@ -48,8 +51,9 @@ def pipeline_rates(config, split: str = 'train', batches: int = 50, warmup: int 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--config', default='default', choices=configs.PRESETS)
-  parser.add_argument('--dataset', default='samples',
-                      help="samples | folder:PATH | places365_small")
+  parser.add_argument(
+      '--dataset', default='samples', help='samples | folder:PATH | places365_small'
+  )
   parser.add_argument('--data_dir', default='', help='TFDS data_dir for places365_small')
   parser.add_argument('--split', default='train', choices=('train', 'test'))
   parser.add_argument('--image_size', type=int, default=128)
@@ -57,10 +61,17 @@ def main(argv=None) -> None:
   parser.add_argument('--batches', type=int, default=50, help='timed batches')
   parser.add_argument('--warmup', type=int, default=5, help='untimed batches first')
   parser.add_argument('--mask', default='center', help='center | block | freeform')
-  parser.add_argument('--loader', default=None, choices=input_pipeline.LOADERS,
-                      help='host loader (default: tf where TensorFlow is installed, else threads)')
-  parser.add_argument('--mock_places', action='store_true',
-                      help='places365_small from tfds.testing.mock_data (random images)')
+  parser.add_argument(
+      '--loader',
+      default=None,
+      choices=input_pipeline.LOADERS,
+      help='host loader (default: tf where TensorFlow is installed, else threads)',
+  )
+  parser.add_argument(
+      '--mock_places',
+      action='store_true',
+      help='places365_small from tfds.testing.mock_data (random images)',
+  )
   args = parser.parse_args(argv)
 
   config = configs.get(args.config)
@@ -74,19 +85,25 @@ def main(argv=None) -> None:
   mock = contextlib.nullcontext()
   if args.mock_places:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
     mock = tfds.testing.mock_data(num_examples=4 * args.batch_size)
 
   with mock:
-    host, device, skipped = pipeline_rates(config, args.split, args.batches, args.warmup,
-                                           args.loader)
+    host, device, skipped = pipeline_rates(
+        config, args.split, args.batches, args.warmup, args.loader
+    )
 
-  print(f'dataset={config.dataset}{" (mock)" if args.mock_places else ""} split={args.split} '
-        f'image_size={args.image_size} batch_size={args.batch_size} mask={args.mask} '
-        f'devices={jax.device_count()}x{jax.devices()[0].platform} '
-        f'loader={args.loader or input_pipeline.default_loader()} '
-        f'threads={input_pipeline.HOST_THREADS} cpus={os.cpu_count()}')
-  print(f'  host loader:     {host:8.1f} images/s  ({args.batches} batches after {args.warmup} '
-        f'warm-up)')
+  print(
+      f'dataset={config.dataset}{" (mock)" if args.mock_places else ""} split={args.split} '
+      f'image_size={args.image_size} batch_size={args.batch_size} mask={args.mask} '
+      f'devices={jax.device_count()}x{jax.devices()[0].platform} '
+      f'loader={args.loader or input_pipeline.default_loader()} '
+      f'threads={input_pipeline.HOST_THREADS} cpus={os.cpu_count()}'
+  )
+  print(
+      f'  host loader:     {host:8.1f} images/s  ({args.batches} batches after {args.warmup} '
+      f'warm-up)'
+  )
   print(f'  device_batches:  {device:8.1f} images/s  (sharded, masked, ready on the device)')
   print(f'  {skipped.report()}')
 

@@ -36,8 +36,17 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / 'pretrained'
 EXPORT_CONFIG = 'export.json'  # an export: this file beside the generator's weights
 EXPORT_WEIGHTS = 'generator'
 # Fields that decide the shapes of the networks: a checkpoint only restores into the same ones.
-ARCHITECTURE = ('model', 'encoder', 'bottleneck', 'image_size', 'hole_size', 'gen_width',
-                'disc_width', 'skips', 'upsample')
+ARCHITECTURE = (
+    'model',
+    'encoder',
+    'bottleneck',
+    'image_size',
+    'hole_size',
+    'gen_width',
+    'disc_width',
+    'skips',
+    'upsample',
+)
 BEST_METRIC = 'report_loss'
 # The items of a checkpoint (see the module docstring).
 GENERATOR = 'generator'
@@ -64,13 +73,19 @@ def manager(workdir, config=None, *, read_only: bool = False) -> ocp.CheckpointM
       # and `--step=best` see no metrics, and the best step is dropped after a restart.
       best_fn=_best_metric,
       best_mode='min',
-      preservation_policy=policies.AnyPreservationPolicy([
-          policies.LatestN(n=keep),
-          # BestN sorts by the metric (descending with reverse=True) and keeps the last n of
-          # that order: reverse=True keeps the lowest report loss (orbax 0.12).
-          policies.BestN(get_metric_fn=_best_metric, reverse=True, n=1,
-                         keep_checkpoints_without_metrics=False),
-      ]),
+      preservation_policy=policies.AnyPreservationPolicy(
+          [
+              policies.LatestN(n=keep),
+              # BestN sorts by the metric (descending with reverse=True) and keeps the last n of
+              # that order: reverse=True keeps the lowest report loss (orbax 0.12).
+              policies.BestN(
+                  get_metric_fn=_best_metric,
+                  reverse=True,
+                  n=1,
+                  keep_checkpoints_without_metrics=False,
+              ),
+          ]
+      ),
   )
   directory = Path(workdir).absolute() / 'checkpoints'
   if not read_only:
@@ -86,8 +101,11 @@ def manager(workdir, config=None, *, read_only: bool = False) -> ocp.CheckpointM
 
 @jax.jit
 def _all_finite(tree) -> jax.Array:
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  leaves = [
+      jnp.all(jnp.isfinite(x))
+      for x in jax.tree.leaves(tree)
+      if jnp.issubdtype(x.dtype, jnp.inexact)
+  ]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
@@ -100,13 +118,19 @@ def is_finite(state: steps.TrainState) -> bool:
 def _state_items(state: steps.TrainState) -> dict:
   """{item: tree} of a TrainState (or of its abstract shapes): what `save` writes and
   `restore_state` reads."""
-  items = {GENERATOR: state.gen.variables, GENERATOR_OPT: state.gen.opt_state,
-           META: {'step': state.step, 'rng': state.rng}}
+  items = {
+      GENERATOR: state.gen.variables,
+      GENERATOR_OPT: state.gen.opt_state,
+      META: {'step': state.step, 'rng': state.rng},
+  }
   if state.gen_ema is not None:
     items[GENERATOR_EMA] = state.gen_ema
   if state.disc is not None:  # NetState's fields, by name
-    items[DISCRIMINATOR] = {'params': state.disc.params, 'batch_stats': state.disc.batch_stats,
-                            'opt_state': state.disc.opt_state}
+    items[DISCRIMINATOR] = {
+        'params': state.disc.params,
+        'batch_stats': state.disc.batch_stats,
+        'opt_state': state.disc.opt_state,
+    }
   return items
 
 
@@ -148,11 +172,16 @@ class IncompatibleCheckpoint(ValueError):
 
 def check_compatible(saved, config, where: str) -> None:
   """Refuses, in one line, to load a checkpoint into networks of another shape."""
-  diff = [f'{k}={saved.get(k)} (asked: {config.get(k)})' for k in ARCHITECTURE
-          if saved.get(k) != config.get(k)]
+  diff = [
+      f'{k}={saved.get(k)} (asked: {config.get(k)})'
+      for k in ARCHITECTURE
+      if saved.get(k) != config.get(k)
+  ]
   if diff:
-    raise IncompatibleCheckpoint(f'The checkpoint in {where} was trained with {", ".join(diff)}; use another '
-                     f'--workdir, or the same settings to resume it.')
+    raise IncompatibleCheckpoint(
+        f'The checkpoint in {where} was trained with {", ".join(diff)}; use another '
+        f'--workdir, or the same settings to resume it.'
+    )
 
 
 def _abstract(tree, sharding):
@@ -161,13 +190,20 @@ def _abstract(tree, sharding):
 
 def restore_state(mngr, step: int, abstract_state: steps.TrainState, sharding) -> steps.TrainState:
   """Restores a whole TrainState (to resume training), laid out with `sharding`."""
-  items = {k: ocp.args.StandardRestore(_abstract(tree, sharding))
-           for k, tree in _state_items(abstract_state).items()}
+  items = {
+      k: ocp.args.StandardRestore(_abstract(tree, sharding))
+      for k, tree in _state_items(abstract_state).items()
+  }
   r = mngr.restore(step, args=ocp.args.Composite(**items))
   gen = steps.NetState(r[GENERATOR]['params'], r[GENERATOR]['batch_stats'], r[GENERATOR_OPT])
   disc = steps.NetState(**r[DISCRIMINATOR]) if DISCRIMINATOR in items else None
-  return steps.TrainState(step=r[META]['step'], rng=r[META]['rng'], gen=gen, disc=disc,
-                          gen_ema=r[GENERATOR_EMA] if GENERATOR_EMA in items else None)
+  return steps.TrainState(
+      step=r[META]['step'],
+      rng=r[META]['rng'],
+      gen=gen,
+      disc=disc,
+      gen_ema=r[GENERATOR_EMA] if GENERATOR_EMA in items else None,
+  )
 
 
 def _reason(e: Exception) -> str:
@@ -197,15 +233,21 @@ def restore_with_fallback(mngr, step: int | str | None, restore_fn, warn=None):
     except Exception as e:  # pylint: disable=broad-except  # Any damage: try the step before.
       failures.append((s, e))
     if latest and s != candidates[-1]:
-      warn(f'warning: checkpoint {s} in {mngr.directory} cannot be read '
-           f'({_reason(failures[-1][1])}); falling back to step {candidates[candidates.index(s) + 1]}.')
+      warn(
+          f'warning: checkpoint {s} in {mngr.directory} cannot be read '
+          f'({_reason(failures[-1][1])}); falling back to step {candidates[candidates.index(s) + 1]}.'
+      )
   s, e = failures[-1]
   others = [x for x in saved if x not in [f[0] for f in failures]]
   if latest:
-    raise ValueError(f'No readable checkpoint in {mngr.directory}: steps {[f[0] for f in failures]} '
-                     f'cannot be read ({_reason(failures[0][1])}).')
-  raise ValueError(f'Checkpoint {s} in {mngr.directory} cannot be read ({_reason(e)}); other saved '
-                   f'steps: {others or "none"}.')
+    raise ValueError(
+        f'No readable checkpoint in {mngr.directory}: steps {[f[0] for f in failures]} '
+        f'cannot be read ({_reason(failures[0][1])}).'
+    )
+  raise ValueError(
+      f'Checkpoint {s} in {mngr.directory} cannot be read ({_reason(e)}); other saved '
+      f'steps: {others or "none"}.'
+  )
 
 
 def resolve_step(mngr, step: int | str | None) -> int:
@@ -213,12 +255,15 @@ def resolve_step(mngr, step: int | str | None) -> int:
   steps_saved = mngr.all_steps()
   where = mngr.directory
   if not steps_saved:
-    raise ValueError(f'No checkpoint in {where}; train first (python -m ce_jax.train --workdir=...).')
+    raise ValueError(
+        f'No checkpoint in {where}; train first (python -m ce_jax.train --workdir=...).'
+    )
   if step in (None, 'latest', -1):
     return steps_saved[-1]
   if step == 'best':
-    scored = [(m[BEST_METRIC], s) for s in steps_saved
-              if (m := mngr.metrics(s)) and BEST_METRIC in m]
+    scored = [
+        (m[BEST_METRIC], s) for s in steps_saved if (m := mngr.metrics(s)) and BEST_METRIC in m
+    ]
     return min(scored)[1] if scored else steps_saved[-1]
   try:
     step = int(step)
@@ -248,8 +293,9 @@ def _load_export(path: Path):
   meta = json.loads((path / EXPORT_CONFIG).read_text())
   config = configs.get('default')
   _merge(config, meta['config'])
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, meta['dtype']),
-                          _generator_shapes(config))
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, meta['dtype']), _generator_shapes(config)
+  )
   with ocp.StandardCheckpointer() as checkpointer:
     weights = checkpointer.restore(path / EXPORT_WEIGHTS, abstract)
   return config, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), weights), meta['step']
@@ -266,8 +312,10 @@ def load_generator(workdir, step=None):
   if (path / EXPORT_CONFIG).is_file():
     return _load_export(path.absolute())
   if str(workdir) == PRETRAINED:
-    raise ValueError(f'No pretrained model in {PRETRAINED_DIR}; this copy of ce_jax ships '
-                     'none. Pass --workdir of a trained run.')
+    raise ValueError(
+        f'No pretrained model in {PRETRAINED_DIR}; this copy of ce_jax ships '
+        'none. Pass --workdir of a trained run.'
+    )
   mngr = manager(workdir, read_only=True)
 
   def restore(s):

@@ -23,21 +23,42 @@ from ce_jax import configs
 
 # alias flag -> config field
 ALIASES = {
-    'model': 'model', 'encoder': 'encoder', 'bottleneck': 'bottleneck',
-    'image_size': 'image_size', 'hole_size': 'hole_size', 'gen_width': 'gen_width',
-    'disc_width': 'disc_width', 'batch_size': 'batch_size', 'eval_batch_size': 'eval_batch_size',
-    'num_steps': 'num_steps', 'num_epochs': 'num_epochs', 'learning_rate': 'optim.learning_rate',
-    'gen_lr_mult': 'optim.gen_lr_mult', 'rec_weight': 'loss.rec_weight',
-    'adv_weight': 'loss.adv_weight', 'kl_weight': 'loss.kl_weight', 'dataset': 'dataset',
-    'data_dir': 'data_dir', 'train_examples': 'train_examples', 'test_examples': 'test_examples',
-    'seed': 'seed', 'dtype': 'dtype', 'mask': 'mask.kind', 'mask_file': 'mask.file',
-    'overlap': 'mask.overlap', 'conv_impl': 'conv_impl', 'log_every': 'log_every',
-    'eval_every': 'eval_every', 'checkpoint_every': 'checkpoint_every',
+    'model': 'model',
+    'encoder': 'encoder',
+    'bottleneck': 'bottleneck',
+    'image_size': 'image_size',
+    'hole_size': 'hole_size',
+    'gen_width': 'gen_width',
+    'disc_width': 'disc_width',
+    'batch_size': 'batch_size',
+    'eval_batch_size': 'eval_batch_size',
+    'num_steps': 'num_steps',
+    'num_epochs': 'num_epochs',
+    'learning_rate': 'optim.learning_rate',
+    'gen_lr_mult': 'optim.gen_lr_mult',
+    'rec_weight': 'loss.rec_weight',
+    'adv_weight': 'loss.adv_weight',
+    'kl_weight': 'loss.kl_weight',
+    'dataset': 'dataset',
+    'data_dir': 'data_dir',
+    'train_examples': 'train_examples',
+    'test_examples': 'test_examples',
+    'seed': 'seed',
+    'dtype': 'dtype',
+    'mask': 'mask.kind',
+    'mask_file': 'mask.file',
+    'overlap': 'mask.overlap',
+    'conv_impl': 'conv_impl',
+    'log_every': 'log_every',
+    'eval_every': 'eval_every',
+    'checkpoint_every': 'checkpoint_every',
 }
 _HELP = {
-    'model': 'vae | gan', 'encoder': 'pathak | alexnet | vgg | resnet',
+    'model': 'vae | gan',
+    'encoder': 'pathak | alexnet | vgg | resnet',
     'bottleneck': 'code size N (500 / 2000 / 4000 in the report)',
-    'dataset': 'samples | places365_small | folder:PATH', 'dtype': 'float32 | bfloat16 compute',
+    'dataset': 'samples | places365_small | folder:PATH',
+    'dtype': 'float32 | bfloat16 compute',
     'mask': 'center | block | freeform | file',
     'conv_impl': 'phase | xla (4x4 stride-2 convolutions)',
 }
@@ -47,8 +68,10 @@ _DEFINE_BY_TYPE = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: f
 def preset_path(name: str) -> str:
   """The file of preset `name`: what --config=NAME stands for."""
   if name not in configs.PRESETS:
-    raise ValueError(f'Unknown config preset {name!r}; choose one of: {", ".join(configs.PRESETS)}'
-                     ' or give a config file\'s path.')
+    raise ValueError(
+        f'Unknown config preset {name!r}; choose one of: {", ".join(configs.PRESETS)}'
+        " or give a config file's path."
+    )
   return str(Path(configs.__file__).parent / f'{name}.py')
 
 
@@ -68,9 +91,11 @@ def define_config_flags(default: str = 'default', *, aliases=tuple(ALIASES)) -> 
   with _one_line_errors(sys.argv):
     sys.argv = expand_presets(sys.argv, preset_path(default))
     config_flags.DEFINE_config_file(
-        'config', preset_path(default),
+        'config',
+        preset_path(default),
         f'Preset ({", ".join(configs.PRESETS)}) or a config file with get_config(); override '
-        'any field with --config.field=value.')
+        'any field with --config.field=value.',
+    )
   define_alias_flags(aliases)
 
 
@@ -93,13 +118,14 @@ def define_alias_flags(aliases=tuple(ALIASES)) -> None:
 def expand_presets(argv: list[str], default_file: str) -> list[str]:
   """argv with --config=NAME spelled as the preset's file and first, before its overrides."""
   args = [a for a in argv[1:] if not a.startswith('--config=')]
-  given = [a[len('--config='):] for a in argv[1:] if a.startswith('--config=')]
+  given = [a[len('--config=') :] for a in argv[1:] if a.startswith('--config=')]
   value = given[-1] if given else default_file
   if value in configs.PRESETS:
     value = preset_path(value)
   elif not Path(value.split(':')[0]).expanduser().is_file():
-    raise ValueError(f'--config={value}: no such preset ({", ".join(configs.PRESETS)}) or '
-                     'config file.')
+    raise ValueError(
+        f'--config={value}: no such preset ({", ".join(configs.PRESETS)}) or ' 'config file.'
+    )
   return argv[:1] + [f'--config={value}'] + args
 
 
@@ -117,8 +143,10 @@ def _one_line_errors(argv: list[str]):
     if typo:
       given = [a for a in given if a.endswith('.' + typo[2])] or given
     hint = f' (did you mean {typo[1]!r}?)' if typo else ''
-    sys.exit(f'{command}: unknown config field in {" ".join(given)}{hint}; see '
-             'ce_jax/configs/default.py for the fields.')
+    sys.exit(
+        f'{command}: unknown config field in {" ".join(given)}{hint}; see '
+        'ce_jax/configs/default.py for the fields.'
+    )
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -136,7 +164,9 @@ def set_field(config: ml_collections.ConfigDict, path: str, value) -> None:
   for p in parents:
     node = node.get(p) if isinstance(node, ml_collections.ConfigDict) else None
   if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-    raise ValueError(f'Unknown config field {path!r}; see ce_jax/configs/default.py for the fields.')
+    raise ValueError(
+        f'Unknown config field {path!r}; see ce_jax/configs/default.py for the fields.'
+    )
   current = node[leaf]
   if isinstance(value, str) and not isinstance(current, str):
     try:
@@ -150,8 +180,9 @@ def set_field(config: ml_collections.ConfigDict, path: str, value) -> None:
   try:
     node[leaf] = value
   except TypeError:  # ml_collections refuses a value of another type (fill=5 for a tuple)
-    raise ValueError(f'{path}={value!r} is not a {type(current).__name__} like its default '
-                     f'{current!r}.') from None
+    raise ValueError(
+        f'{path}={value!r} is not a {type(current).__name__} like its default ' f'{current!r}.'
+    ) from None
 
 
 def overrides(flag_values=flags.FLAGS) -> dict:
@@ -175,6 +206,9 @@ def apply_overrides(config: ml_collections.ConfigDict, values: dict) -> ml_colle
 
 def config_from_flags(flag_values=flags.FLAGS) -> ml_collections.ConfigDict:
   """The config named by --config with the aliases applied (its --config.x are applied already)."""
-  aliases = {k: v for k, v in overrides(flag_values).items()
-             if k not in config_flags.get_override_values(flag_values['config'])}
+  aliases = {
+      k: v
+      for k, v in overrides(flag_values).items()
+      if k not in config_flags.get_override_values(flag_values['config'])
+  }
   return apply_overrides(flag_values.config, aliases)

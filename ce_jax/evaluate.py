@@ -24,14 +24,24 @@ EVAL_MASK_SEED = 1234  # masks of evaluation batch i come from fold_in(PRNGKey(t
 def eval_batches(config, mesh, split: str = 'test'):
   """A split's device batches as every evaluation sees them: fixed order, centre crops, and the
   masks of a fixed key, so that scores and grids of different models compare image for image."""
-  dataset, skipped = input_pipeline.create_dataset(config, split, seed=config.seed, shuffle=False,
-                                                   repeat=False, augment=False)
+  dataset, skipped = input_pipeline.create_dataset(
+      config, split, seed=config.seed, shuffle=False, repeat=False, augment=False
+  )
   key = jax.random.PRNGKey(EVAL_MASK_SEED + config.seed)
   return input_pipeline.device_batches(dataset, config, mesh, key), skipped
 
 
-def evaluate(gen_variables, config, *, mesh=None, split: str = 'test', max_examples: int = -1,
-             baselines=(), grid_path=None, eval_step=None) -> dict:
+def evaluate(
+    gen_variables,
+    config,
+    *,
+    mesh=None,
+    split: str = 'test',
+    max_examples: int = -1,
+    baselines=(),
+    grid_path=None,
+    eval_step=None,
+) -> dict:
   """Mean per-image metrics of the model (and of each named baseline) over a split.
 
   Returns {'model': {metric: value, 'images': n}, 'mean_fill': {...}, ..., 'skipped': k}.
@@ -53,8 +63,11 @@ def evaluate(gen_variables, config, *, mesh=None, split: str = 'test', max_examp
       painted[name] = baselines_lib.BASELINES[name](batch)
       averages[name].update(score(painted[name], batch), valid)
     if i == 0 and grid_path and jax.process_index() == 0:
-      visualize.save_grid(grid_path, {'original': batch['image'], 'masked': batch['masked'],
-                                      **painted}, rows=config.grid_images)
+      visualize.save_grid(
+          grid_path,
+          {'original': batch['image'], 'masked': batch['masked'], **painted},
+          rows=config.grid_images,
+      )
     if 0 < max_examples <= averages['model'].count:
       break
   batches.close()
@@ -77,16 +90,24 @@ FLAGS = flags.FLAGS
 
 def define_flags():
   """Flags of this command (defined only when it runs, so modules import each other freely)."""
-  flags.DEFINE_string('workdir', None, "Training run directory (holds checkpoints/), an export, "
-                      "or 'pretrained' (the model shipped with ce_jax).")
-  flags.DEFINE_string('out', None, 'Folder for the JSON and PNG (default: WORKDIR/eval, or '
-                      'runs/pretrained_eval for the shipped model).')
+  flags.DEFINE_string(
+      'workdir',
+      None,
+      'Training run directory (holds checkpoints/), an export, '
+      "or 'pretrained' (the model shipped with ce_jax).",
+  )
+  flags.DEFINE_string(
+      'out',
+      None,
+      'Folder for the JSON and PNG (default: WORKDIR/eval, or '
+      'runs/pretrained_eval for the shipped model).',
+  )
   flags.DEFINE_string('step', 'latest', "Checkpoint: 'latest', 'best' or a step number.")
   flags.DEFINE_enum('split', 'test', ['train', 'test'], 'Which split to score.')
   flags.DEFINE_integer('max_examples', -1, 'Stop after at least this many images (-1 = all).')
   # The run's own config, restored with the checkpoint, with --config.field=value overrides
   # (e.g. --config.eval_batch_size=16) and the short --dataset, --data_dir, --mask.
-  cli.define_field_flags('Fields of the run\'s config to change: --config.field=value.')
+  cli.define_field_flags("Fields of the run's config to change: --config.field=value.")
   cli.define_alias_flags(('dataset', 'data_dir', 'mask'))
   platform.define_flags()
 
@@ -96,8 +117,10 @@ def main(argv):
   if len(argv) > 1:
     sys.exit(f'evaluate: unexpected arguments {argv[1:]}; flags look like --name=value.')
   if not FLAGS.workdir:
-    sys.exit("evaluate: --workdir is required (a training run's directory, an export, or "
-             "'pretrained').")
+    sys.exit(
+        "evaluate: --workdir is required (a training run's directory, an export, or "
+        "'pretrained')."
+    )
   try:
     platform.setup_from_flags()
     run(FLAGS.workdir, FLAGS.step)
@@ -112,11 +135,18 @@ def run(workdir: str, step: str) -> dict:
   input_pipeline.validate(config)
   if FLAGS.split == 'test':
     input_pipeline.num_examples(config, 'test')  # one line now if the split is empty
-  out = Path(FLAGS.out or ('runs/pretrained_eval' if workdir == checkpoints.PRETRAINED
-                           else Path(workdir) / 'eval'))
-  results = evaluate(gen_variables, config, split=FLAGS.split, max_examples=FLAGS.max_examples,
-                     baselines=tuple(baselines_lib.BASELINES),
-                     grid_path=out / f'step_{step}_{FLAGS.split}.png')
+  out = Path(
+      FLAGS.out
+      or ('runs/pretrained_eval' if workdir == checkpoints.PRETRAINED else Path(workdir) / 'eval')
+  )
+  results = evaluate(
+      gen_variables,
+      config,
+      split=FLAGS.split,
+      max_examples=FLAGS.max_examples,
+      baselines=tuple(baselines_lib.BASELINES),
+      grid_path=out / f'step_{step}_{FLAGS.split}.png',
+  )
   results |= {'step': step, 'split': FLAGS.split, 'dataset': config.dataset}
   if jax.process_index() == 0:
     checkpoints.write_json(out / f'step_{step}_{FLAGS.split}.json', results)

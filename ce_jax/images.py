@@ -69,8 +69,9 @@ def decode_side(size: int, min_fraction: float = 0.0) -> int:
   return math.ceil(size / min_fraction if min_fraction > 0 else TRAIN_SCALE * size)
 
 
-def crop(image: np.ndarray, size: int, rng: np.random.Generator | None = None,
-         min_fraction: float = 0.0) -> np.ndarray:
+def crop(
+    image: np.ndarray, size: int, rng: np.random.Generator | None = None, min_fraction: float = 0.0
+) -> np.ndarray:
   """uint8 (H, W, 3) -> float32 (size, size, 3) in [-1, 1].
 
   Test (`rng` None): the centre crop after rescaling the shorter side to `size`. Train: a random
@@ -93,7 +94,7 @@ def crop(image: np.ndarray, size: int, rng: np.random.Generator | None = None,
     left = min(int(u[1] * (width - side + 1)), width - side)
   else:
     top, left = (height - side) // 2, (width - side) // 2
-  window = image[top:top + side, left:left + side]
+  window = image[top : top + side, left : left + side]
   if side != size:  # Pillow's bilinear filter widens with the scale: antialiased when shrinking
     window = np.asarray(Image.fromarray(window).resize((size, size), Image.BILINEAR))
   if rng is not None and rng.random() < 0.5:

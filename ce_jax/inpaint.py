@@ -37,7 +37,7 @@ def hole_from_spec(spec: str, height: int, width: int, config) -> np.ndarray:
     side = max(1, min(height, width) * paintable // config.image_size)
     y, x = (height - side) // 2, (width - side) // 2
     hole = np.zeros((height, width), bool)
-    hole[y:y + side, x:x + side] = True
+    hole[y : y + side, x : x + side] = True
     return hole
   if spec.count(',') == 3:
     try:
@@ -47,7 +47,7 @@ def hole_from_spec(spec: str, height: int, width: int, config) -> np.ndarray:
     if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
       raise ValueError(f'--mask={spec}: the rectangle leaves the {width}x{height} photo.')
     hole = np.zeros((height, width), bool)
-    hole[y:y + h, x:x + w] = True
+    hole[y : y + h, x : x + w] = True
     return hole
   try:
     return masks.hole_from_image(_open_mask(spec), height, width)
@@ -81,7 +81,8 @@ def window_for(hole: np.ndarray, config) -> tuple[int, int, int]:
     raise ValueError(
         f'A hole of {extent} px needs a {side}x{side} px window of context, more than this '
         f'{width}x{height} photo has; this model fills holes up to '
-        f'{min(height, width) * paintable // config.image_size} px here. Use a smaller hole.')
+        f'{min(height, width) * paintable // config.image_size} px here. Use a smaller hole.'
+    )
   return (*masks.square_around(hole, side), side)
 
 
@@ -91,35 +92,39 @@ def window_for(hole: np.ndarray, config) -> tuple[int, int, int]:
 SQUARE_HOLES = ('center', 'block')
 
 
-def fill_one(photo: np.ndarray, hole: np.ndarray, config, gen_variables, predict,
-             blend: int) -> np.ndarray:
+def fill_one(
+    photo: np.ndarray, hole: np.ndarray, config, gen_variables, predict, blend: int
+) -> np.ndarray:
   """Paints one connected hole of a float [-1, 1] photo; returns the new photo."""
   top, left, side = window_for(hole, config)
   s = config.image_size
-  crop = photo[top:top + side, left:left + side]
-  crop_hole = hole[top:top + side, left:left + side]
+  crop = photo[top : top + side, left : left + side]
+  crop_hole = hole[top : top + side, left : left + side]
   small = cv2.resize(crop, (s, s), interpolation=cv2.INTER_AREA)
   region = cv2.resize(crop_hole.astype(np.uint8), (s, s), interpolation=cv2.INTER_NEAREST)
-  region = np.maximum(region, cv2.resize(crop_hole.astype(np.uint8), (s, s),
-                                         interpolation=cv2.INTER_AREA) > 0)  # no hole pixel lost
+  region = np.maximum(
+      region, cv2.resize(crop_hole.astype(np.uint8), (s, s), interpolation=cv2.INTER_AREA) > 0
+  )  # no hole pixel lost
   box = masks.box_around(region, config.hole_size, config.mask.overlap)
   if config.mask.kind in SQUARE_HOLES:  # show the model the hole it learnt to fill
     square = masks.place(masks.box_region(config.hole_size, config.mask.overlap), box, s)
     region = np.maximum(region, np.asarray(square) > 0)
-  batch = masks.assemble(small[None], region[None, ..., None].astype(np.float32),
-                         np.asarray(box)[None], config)
+  batch = masks.assemble(
+      small[None], region[None, ..., None].astype(np.float32), np.asarray(box)[None], config
+  )
   filled = np.asarray(predict(gen_variables, batch))[0]
   painted = cv2.resize(filled, (side, side), interpolation=cv2.INTER_CUBIC)
   # alpha: 1 in the hole, falling linearly to 0 over `blend` px outside it, 0 beyond.
   distance = cv2.distanceTransform((~crop_hole).astype(np.uint8), cv2.DIST_L2, 5)
   alpha = np.clip(1.0 - distance / (blend + 1.0), 0.0, 1.0)[..., None]
   out = photo.copy()
-  out[top:top + side, left:left + side] = alpha * painted + (1.0 - alpha) * crop
+  out[top : top + side, left : left + side] = alpha * painted + (1.0 - alpha) * crop
   return out
 
 
-def inpaint_photo(photo_u8: np.ndarray, hole: np.ndarray, config, gen_variables, predict=None,
-                  blend: int = 3) -> np.ndarray:
+def inpaint_photo(
+    photo_u8: np.ndarray, hole: np.ndarray, config, gen_variables, predict=None, blend: int = 3
+) -> np.ndarray:
   """Fills every connected hole of an (H, W, 3) uint8 photo; returns uint8 of the same size."""
   check_blend(blend)
   predict = predict or steps.make_predict(config)
@@ -176,9 +181,12 @@ FLAGS = flags.FLAGS
 
 def define_model_flags():
   """--workdir, --step and --blend: which generator paints, and how it is pasted (also the app's)."""
-  flags.DEFINE_string('workdir', checkpoints.PRETRAINED,
-                      "Training run directory (holds checkpoints/), an export, or 'pretrained' "
-                      '(the model shipped with ce_jax).')
+  flags.DEFINE_string(
+      'workdir',
+      checkpoints.PRETRAINED,
+      "Training run directory (holds checkpoints/), an export, or 'pretrained' "
+      '(the model shipped with ce_jax).',
+  )
   flags.DEFINE_string('step', 'latest', "Checkpoint: 'latest', 'best' or a step number.")
   flags.DEFINE_integer('blend', 3, 'Width in photo pixels of the blended band around each hole.')
 
@@ -187,8 +195,12 @@ def define_flags():
   """Flags of this command (defined only when it runs, so modules import each other freely)."""
   define_model_flags()
   flags.DEFINE_string('input', None, 'A photo, or a folder of photos.')
-  flags.DEFINE_string('output', 'inpainted', 'Folder for the filled photos (STEM_filled.png, in '
-                      "the input's sub-folders; STEM_EXT_filled.png when stems repeat).")
+  flags.DEFINE_string(
+      'output',
+      'inpainted',
+      'Folder for the filled photos (STEM_filled.png, in '
+      "the input's sub-folders; STEM_EXT_filled.png when stems repeat).",
+  )
   flags.DEFINE_string('mask', 'center', "'center', 'x,y,w,h' or a mask image (white = hole).")
 
 

@@ -60,8 +60,9 @@ SAMPLES_DIR = Path(__file__).resolve().parent / 'samples'
 TFDS_NAME = 'places365_small'
 TFDS_SPLITS = {'train': 'train', 'test': 'validation'}
 DATASET_FORMS = "'samples', 'folder:PATH' or 'places365_small'"
-TFDS_NEEDS_TF = ("places365_small needs TensorFlow and tensorflow-datasets: "
-                 "pip install 'ce_jax[tf]'")
+TFDS_NEEDS_TF = (
+    'places365_small needs TensorFlow and tensorflow-datasets: ' "pip install 'ce_jax[tf]'"
+)
 LOADERS = ('tf', 'threads')
 # Loader threads (tf.data's private pool, or the thread pool): all cores of a small machine, but
 # never so many on a big host that they crowd out JAX's own threads.
@@ -184,21 +185,26 @@ def _split_paths(root: Path, config, split: str) -> list[str]:
     extensions = '/'.join(e[1:] for e in images.IMAGE_EXTENSIONS)
     raise ValueError(f'No images ({extensions}) under {root}.')
   frac = config.folder_test_fraction
-  paths = [str(p) for p in files
-           if _in_test_split(p.relative_to(root).as_posix(), frac) == (split == 'test')]
+  paths = [
+      str(p)
+      for p in files
+      if _in_test_split(p.relative_to(root).as_posix(), frac) == (split == 'test')
+  ]
   if (limit := _example_limit(config, split)) >= 0:
     paths = paths[:limit]
   if not paths:
-    raise ValueError(f'None of the {len(files)} images under {root} is in the {split!r} split '
-                     f'(folder_test_fraction={frac}).')
+    raise ValueError(
+        f'None of the {len(files)} images under {root} is in the {split!r} split '
+        f'(folder_test_fraction={frac}).'
+    )
   return paths
 
 
 def _folder_root(config) -> Path | None:
   if config.dataset == 'samples':
     return SAMPLES_DIR
-  if config.dataset.startswith('folder:') and config.dataset[len('folder:'):]:
-    return Path(config.dataset[len('folder:'):])
+  if config.dataset.startswith('folder:') and config.dataset[len('folder:') :]:
+    return Path(config.dataset[len('folder:') :])
   return None
 
 
@@ -224,8 +230,18 @@ class _FolderExamples:
   """The examples of a folder split by global position: `example(p)` is a pure function of
   (files, seed, p), whichever host or thread asks, and whenever."""
 
-  def __init__(self, paths: list[str], counter: SkipCounter, *, size: int, seed: int,
-               shuffle: bool, repeat: bool, augment: bool, min_fraction: float):
+  def __init__(
+      self,
+      paths: list[str],
+      counter: SkipCounter,
+      *,
+      size: int,
+      seed: int,
+      shuffle: bool,
+      repeat: bool,
+      augment: bool,
+      min_fraction: float,
+  ):
     self._paths, self._counter = paths, counter
     self._size, self._seed, self._min_fraction = size, seed, min_fraction
     self._shuffle, self._repeat, self._augment = shuffle, repeat, augment
@@ -299,8 +315,13 @@ def _options():
   return options
 
 
-def _tf_batches(row_example: Callable[[int], tuple], batch: int, size: int, first_batch: int,
-                num_batches: int | None) -> Iterator[dict[str, np.ndarray]]:
+def _tf_batches(
+    row_example: Callable[[int], tuple],
+    batch: int,
+    size: int,
+    first_batch: int,
+    num_batches: int | None,
+) -> Iterator[dict[str, np.ndarray]]:
   """Batches of rows first_batch * batch, ... computed by tf.data's threads, a few rows per call
   into Python (each call costs about 0.1 ms of TensorFlow's time)."""
   tf = _tensorflow()
@@ -336,22 +357,32 @@ def _numpy_batches(ds) -> Iterator[dict[str, np.ndarray]]:
     del iterator
 
 
-def _threaded_batches(row_example: Callable[[int], tuple], batch: int, size: int,
-                      first_batch: int, num_batches: int | None) -> Iterator[dict[str, np.ndarray]]:
+def _threaded_batches(
+    row_example: Callable[[int], tuple],
+    batch: int,
+    size: int,
+    first_batch: int,
+    num_batches: int | None,
+) -> Iterator[dict[str, np.ndarray]]:
   """The same batches as `_tf_batches`, from a thread pool that keeps a few batches in flight."""
   pool = concurrent.futures.ThreadPoolExecutor(HOST_THREADS, thread_name_prefix='ce_jax_loader')
 
   def submit(k: int):
-    out = {'image': np.empty((batch, size, size, 3), np.float32),
-           'valid': np.empty((batch,), np.float32)}
+    out = {
+        'image': np.empty((batch, size, size, 3), np.float32),
+        'valid': np.empty((batch,), np.float32),
+    }
 
     def fill(j: int) -> None:
       out['image'][j], out['valid'][j] = row_example(k * batch + j)
 
     return out, [pool.submit(fill, j) for j in range(batch)]
 
-  indices = (itertools.count(first_batch) if num_batches is None
-             else iter(range(first_batch, first_batch + num_batches)))
+  indices = (
+      itertools.count(first_batch)
+      if num_batches is None
+      else iter(range(first_batch, first_batch + num_batches))
+  )
   in_flight = collections.deque(submit(k) for k in itertools.islice(indices, BATCHES_IN_FLIGHT))
   try:
     while in_flight:
@@ -372,8 +403,18 @@ _LOADER_FUNCTIONS = {'tf': _tf_batches, 'threads': _threaded_batches}
 # Places365 through TFDS and tf.data.
 
 
-def _tfds_batches(config, split: str, counter: SkipCounter, *, seed: int, start_step: int,
-                  shuffle: bool, repeat: bool, augment: bool, batch: int) -> HostBatches:
+def _tfds_batches(
+    config,
+    split: str,
+    counter: SkipCounter,
+    *,
+    seed: int,
+    start_step: int,
+    shuffle: bool,
+    repeat: bool,
+    augment: bool,
+    batch: int,
+) -> HostBatches:
   """This host's TFDS share, decoded and cropped by `images` like a folder."""
   try:
     tf = _tensorflow()
@@ -392,13 +433,15 @@ def _tfds_batches(config, split: str, counter: SkipCounter, *, seed: int, start_
         split=tfds.split_for_jax_process(tfds_split),
         shuffle_files=shuffle,
         decoders={'image': tfds.decode.SkipDecoding()},  # decode after the shuffle buffer
-        read_config=tfds.ReadConfig(shuffle_seed=seed, options=options))
+        read_config=tfds.ReadConfig(shuffle_seed=seed, options=options),
+    )
   except AssertionError:  # TFDS's "could not find data in DIR"
     where = data_dir or tfds.core.constants.DATA_DIR
     raise ValueError(
         f'{TFDS_NAME} is not prepared in {where}; download it once with `python -c "import '
         f"tensorflow_datasets as tfds; tfds.builder('{TFDS_NAME}', data_dir='{where}')"
-        f'.download_and_prepare()"` (about 30 GB) or pass --data_dir.') from None
+        f'.download_and_prepare()"` (about 30 GB) or pass --data_dir.'
+    ) from None
 
   size, min_fraction = config.image_size, config.train_crop_min
   min_side = images.decode_side(size, min_fraction)
@@ -413,16 +456,19 @@ def _tfds_batches(config, split: str, counter: SkipCounter, *, seed: int, start_
     return images.crop(pixels, size, rng, min_fraction), True
 
   def example_tf(position, image_bytes):
-    image, ok = tf.numpy_function(example, [position, image_bytes], (tf.float32, tf.bool),
-                                  stateful=False)
+    image, ok = tf.numpy_function(
+        example, [position, image_bytes], (tf.float32, tf.bool), stateful=False
+    )
     return tf.ensure_shape(image, (size, size, 3)), tf.ensure_shape(ok, ())
 
   def pad(image_batch):  # a partial last batch: `valid` marks the real rows
     n = tf.shape(image_batch)[0]
     image_batch = tf.pad(image_batch, [[0, batch - n], [0, 0], [0, 0], [0, 0]])
     valid = tf.concat([tf.ones([n]), tf.zeros([batch - n])], 0)
-    return {'image': tf.ensure_shape(image_batch, (batch, size, size, 3)),
-            'valid': tf.ensure_shape(valid, (batch,))}
+    return {
+        'image': tf.ensure_shape(image_batch, (batch, size, size, 3)),
+        'valid': tf.ensure_shape(valid, (batch,)),
+    }
 
   records = records.map(lambda ex: ex['image'])
   if shuffle:  # fixed seeds: every run draws the same orders, epoch after epoch
@@ -454,13 +500,18 @@ def validate(config) -> None:
     if not isinstance(value, int) or value <= 0:
       raise ValueError(f'{what}={value!r} must be a positive integer.')
   if not 0.0 <= config.train_crop_min <= 1.0:
-    raise ValueError(f'train_crop_min={config.train_crop_min} must be in [0, 1] (0 = rescale and '
-                     'crop; f > 0 = a random window of f..1 x the shorter side).')
+    raise ValueError(
+        f'train_crop_min={config.train_crop_min} must be in [0, 1] (0 = rescale and '
+        'crop; f > 0 = a random window of f..1 x the shorter side).'
+    )
   if not 0.0 <= config.folder_test_fraction <= 1.0:
     raise ValueError(f'folder_test_fraction={config.folder_test_fraction} must be in [0, 1].')
   fill = config.fill
-  if (not isinstance(fill, (tuple, list)) or len(fill) != 3
-      or not all(isinstance(v, (int, float)) and -1.0 <= v <= 1.0 for v in fill)):
+  if (
+      not isinstance(fill, (tuple, list))
+      or len(fill) != 3
+      or not all(isinstance(v, (int, float)) and -1.0 <= v <= 1.0 for v in fill)
+  ):
     raise ValueError(f'fill={fill!r} must be three numbers in [-1, 1] (an RGB colour).')
 
 
@@ -473,10 +524,17 @@ def host_batch_size(config, split: str) -> int:
   return batch // hosts
 
 
-def create_dataset(config, split: str, *, seed: int = 0, start_step: int = 0,
-                   shuffle: bool | None = None, repeat: bool | None = None,
-                   augment: bool | None = None, loader: str | None = None
-                   ) -> tuple[HostBatches, SkipCounter]:
+def create_dataset(
+    config,
+    split: str,
+    *,
+    seed: int = 0,
+    start_step: int = 0,
+    shuffle: bool | None = None,
+    repeat: bool | None = None,
+    augment: bool | None = None,
+    loader: str | None = None,
+) -> tuple[HostBatches, SkipCounter]:
   """This host's batches of `split` ('train' or 'test'), from global batch `start_step` on.
 
   shuffle, repeat and augment (random crop and flip) default to (split == 'train'); a stream that
@@ -502,13 +560,33 @@ def create_dataset(config, split: str, *, seed: int = 0, start_step: int = 0,
     if config.dataset == TFDS_NAME:
       if loader == 'threads':
         raise ValueError(f"{TFDS_NAME} is read by tf.data; loader='threads' reads folders.")
-      return _tfds_batches(config, split, counter, seed=seed, start_step=start_step,
-                           shuffle=shuffle, repeat=repeat, augment=augment, batch=batch), counter
+      return (
+          _tfds_batches(
+              config,
+              split,
+              counter,
+              seed=seed,
+              start_step=start_step,
+              shuffle=shuffle,
+              repeat=repeat,
+              augment=augment,
+              batch=batch,
+          ),
+          counter,
+      )
     raise ValueError(f'Unknown dataset {config.dataset!r}; use {DATASET_FORMS}.')
 
   paths = _split_paths(root, config, split)
-  examples = _FolderExamples(paths, counter, size=config.image_size, seed=seed, shuffle=shuffle,
-                             repeat=repeat, augment=augment, min_fraction=config.train_crop_min)
+  examples = _FolderExamples(
+      paths,
+      counter,
+      size=config.image_size,
+      seed=seed,
+      shuffle=shuffle,
+      repeat=repeat,
+      augment=augment,
+      min_fraction=config.train_crop_min,
+  )
   examples.check_readable(f'the {split!r} split of {root.expanduser()}')
   num_batches = None
   if not repeat:
@@ -518,10 +596,17 @@ def create_dataset(config, split: str, *, seed: int = 0, start_step: int = 0,
     try:
       _tensorflow()
     except ImportError:
-      raise ValueError("loader='tf' needs TensorFlow: pip install 'ce_jax[tf]', or use "
-                       "loader='threads'.") from None
-  iterate = functools.partial(_LOADER_FUNCTIONS[loader], _host_rows(examples.example, batch),
-                              batch, config.image_size, start_step, num_batches)
+      raise ValueError(
+          "loader='tf' needs TensorFlow: pip install 'ce_jax[tf]', or use " "loader='threads'."
+      ) from None
+  iterate = functools.partial(
+      _LOADER_FUNCTIONS[loader],
+      _host_rows(examples.example, batch),
+      batch,
+      config.image_size,
+      start_step,
+      num_batches,
+  )
   return HostBatches(batch, num_batches, loader, iterate), counter
 
 
@@ -529,9 +614,15 @@ def create_dataset(config, split: str, *, seed: int = 0, start_step: int = 0,
 # Device side.
 
 
-def device_batches(host_batches: HostBatches, config, mesh: jax.sharding.Mesh, key: jax.Array,
-                   *, first_index: int = 0, prefetch: int = 2
-                   ) -> Iterator[dict[str, jax.Array]]:
+def device_batches(
+    host_batches: HostBatches,
+    config,
+    mesh: jax.sharding.Mesh,
+    key: jax.Array,
+    *,
+    first_index: int = 0,
+    prefetch: int = 2,
+) -> Iterator[dict[str, jax.Array]]:
   """Global batches sharded over the mesh's `data` axis, masked on the device.
 
   Yields `masks.make_batch`'s dict (image, masked, mask, box, target, patch_mask) plus `valid`,
@@ -548,8 +639,12 @@ def device_batches(host_batches: HostBatches, config, mesh: jax.sharding.Mesh, k
 
   def batches():
     for i, batch in enumerate(host_batches, first_index):
-      yield mask(jax.make_array_from_process_local_data(data_sharding, batch['image']),
-                 jax.make_array_from_process_local_data(data_sharding, batch['valid']), key, i)
+      yield mask(
+          jax.make_array_from_process_local_data(data_sharding, batch['image']),
+          jax.make_array_from_process_local_data(data_sharding, batch['valid']),
+          key,
+          i,
+      )
 
   return _prefetch(batches(), prefetch)
 
@@ -557,13 +652,18 @@ def device_batches(host_batches: HostBatches, config, mesh: jax.sharding.Mesh, k
 @functools.lru_cache(maxsize=8)
 def _masker(config: ml_collections.FrozenConfigDict, mesh) -> Callable:
   """The jitted masking step, compiled once per (config, mesh), not once per evaluation."""
-  file_mask = (masks.load_mask_file(config.mask.file, config.image_size)
-               if config.mask.kind == 'file' else None)
+  file_mask = (
+      masks.load_mask_file(config.mask.file, config.image_size)
+      if config.mask.kind == 'file'
+      else None
+  )
 
   @functools.partial(jax.jit, out_shardings=sharding.batch_sharding(mesh))
   def mask(image_batch, valid, key, i):
-    return {**masks.make_batch(image_batch, jax.random.fold_in(key, i), config, file_mask),
-            'valid': valid}
+    return {
+        **masks.make_batch(image_batch, jax.random.fold_in(key, i), config, file_mask),
+        'valid': valid,
+    }
 
   return mask
 

@@ -37,8 +37,9 @@ def box_region(hole_size: int, overlap: int) -> jnp.ndarray:
   return (inside[:, None] & inside[None, :]).astype(jnp.float32)
 
 
-def freeform_region(key, hole_size: int, overlap: int, max_strokes: int, max_vertices: int,
-                    max_radius: float) -> jnp.ndarray:
+def freeform_region(
+    key, hole_size: int, overlap: int, max_strokes: int, max_vertices: int, max_radius: float
+) -> jnp.ndarray:
   """(hole, hole) float mask of 1..max_strokes random thick polylines, `overlap` px from the edge."""
   k_n, k_v, k_r = jax.random.split(key, 3)
   radius_hi = max(1.0, min(max_radius * hole_size, (hole_size - 1 - 2 * overlap) / 2))
@@ -73,8 +74,9 @@ def load_mask_file(path: str, image_size: int) -> np.ndarray:
     img = Image.open(path)
     img.load()
   except (OSError, ValueError) as e:
-    raise ValueError(f'Cannot read mask file {path!r} ({e}); give a PNG with white where the '
-                     'hole is.') from None
+    raise ValueError(
+        f'Cannot read mask file {path!r} ({e}); give a PNG with white where the ' 'hole is.'
+    ) from None
   try:
     return hole_from_image(img, image_size, image_size).astype(np.float32)
   except ValueError as e:
@@ -106,8 +108,9 @@ def box_around(region: np.ndarray, hole_size: int, overlap: int = 0) -> tuple[in
   inner = hole_size - 2 * overlap
   if h > inner or w > inner:
     raise ValueError(
-        f'The hole spans {h}x{w} px at the model\'s resolution, more than the {inner}x{inner} px '
-        f'this model paints; use a smaller hole or a model with a larger hole_size.')
+        f"The hole spans {h}x{w} px at the model's resolution, more than the {inner}x{inner} px "
+        f'this model paints; use a smaller hole or a model with a larger hole_size.'
+    )
   return square_around(region, hole_size)
 
 
@@ -127,8 +130,10 @@ def sample(key, batch_size: int, mask_cfg, image_size: int, hole_size: int, file
   if kind not in KINDS:
     raise ValueError(f'Unknown mask kind {kind!r}; choose one of: {", ".join(KINDS)}.')
   if not 0 <= 2 * overlap < hole_size:
-    raise ValueError(f'mask.overlap={overlap} leaves no hole in a {hole_size}px patch; '
-                     f'use 0 <= overlap < {hole_size // 2}.')
+    raise ValueError(
+        f'mask.overlap={overlap} leaves no hole in a {hole_size}px patch; '
+        f'use 0 <= overlap < {hole_size // 2}.'
+    )
   k_corner, k_shape = jax.random.split(key)
   if kind == 'file':
     if file_mask is None:
@@ -137,14 +142,18 @@ def sample(key, batch_size: int, mask_cfg, image_size: int, hole_size: int, file
     region = jnp.broadcast_to(jnp.asarray(file_mask), (batch_size, image_size, image_size))
     return region[..., None], jnp.broadcast_to(corner, (batch_size, 2))
   if kind == 'center':
-    corner = jnp.broadcast_to(jnp.asarray(center_corner(image_size, hole_size), jnp.int32),
-                              (batch_size, 2))
+    corner = jnp.broadcast_to(
+        jnp.asarray(center_corner(image_size, hole_size), jnp.int32), (batch_size, 2)
+    )
   else:
     corner = jax.random.randint(k_corner, (batch_size, 2), 0, image_size - hole_size + 1)
   if kind == 'freeform':
     keys = jax.random.split(k_shape, batch_size)
-    inner = jax.vmap(lambda k: freeform_region(
-        k, hole_size, overlap, mask_cfg.max_strokes, mask_cfg.max_vertices, mask_cfg.max_radius))(keys)
+    inner = jax.vmap(
+        lambda k: freeform_region(
+            k, hole_size, overlap, mask_cfg.max_strokes, mask_cfg.max_vertices, mask_cfg.max_radius
+        )
+    )(keys)
   else:
     inner = jnp.broadcast_to(box_region(hole_size, overlap), (batch_size, hole_size, hole_size))
   region = jax.vmap(place, in_axes=(0, 0, None))(inner, corner, image_size)
@@ -158,35 +167,40 @@ def fill_hole(images, region, fill: Sequence[float]):
 
 def crop(images, corner, hole_size: int):
   """(B, hole, hole, C) patches of `images` at each example's `corner`."""
+
   def one(img, c):
     return jax.lax.dynamic_slice(img, (c[0], c[1], 0), (hole_size, hole_size, img.shape[-1]))
+
   return jax.vmap(one)(images, corner)
 
 
 def paste(images, patches, corner, region):
   """`images` with the missing `region` replaced by the predicted `patches` placed at `corner`."""
+
   def one(img, p, c):
     return jax.lax.dynamic_update_slice(img, p.astype(img.dtype), (c[0], c[1], 0))
+
   canvas = jax.vmap(one)(images, patches, corner)
   return jnp.where(region > 0, canvas, images)
 
 
 def make_batch(images, key, config, file_mask=None) -> dict:
   """Masks a batch of images in [-1, 1], (B, H, W, 3), with masks drawn from `key`."""
-  region, corner = sample(key, images.shape[0], config.mask, images.shape[1], config.hole_size,
-                          file_mask)
+  region, corner = sample(
+      key, images.shape[0], config.mask, images.shape[1], config.hole_size, file_mask
+  )
   return assemble(images, region, corner, config)
 
 
 def assemble(images, region, corner, config) -> dict:
   """The batch the networks consume, from images, their missing `region` and patch box `corner`:
 
-    image  (B, H, W, 3)       the whole image
-    masked (B, H, W, 3)       the encoder's input: the hole filled with `config.fill`
-    mask   (B, H, W, 1)       1 where pixels are missing
-    box    (B, 2) int32       `corner`, the patch box's top-left (y, x)
-    target (B, h, h, 3)       the true patch the decoder must paint
-    patch_mask (B, h, h, 1)   `mask` cropped to the patch box
+  image  (B, H, W, 3)       the whole image
+  masked (B, H, W, 3)       the encoder's input: the hole filled with `config.fill`
+  mask   (B, H, W, 1)       1 where pixels are missing
+  box    (B, 2) int32       `corner`, the patch box's top-left (y, x)
+  target (B, h, h, 3)       the true patch the decoder must paint
+  patch_mask (B, h, h, 1)   `mask` cropped to the patch box
   """
   region = jnp.asarray(region, images.dtype)
   corner = jnp.asarray(corner, jnp.int32)

@@ -51,7 +51,7 @@ def lrelu(x):
 
 def _log2(n: int, what: str) -> int:
   k = int(round(math.log2(n))) if n > 0 else -1
-  if n <= 0 or 2 ** k != n:
+  if n <= 0 or 2**k != n:
     raise ValueError(f'{what}={n} must be a power of two.')
   return k
 
@@ -59,6 +59,7 @@ def _log2(n: int, what: str) -> int:
 class _Layers(nn.Module):
   """Shared conv / norm factories and the conv block: one place for init, dtype, the conv's
   bias and cross-device BatchNorm."""
+
   train: bool = False
   axis_name: str | None = None
   dtype: jnp.dtype = jnp.float32
@@ -66,17 +67,32 @@ class _Layers(nn.Module):
 
   def down(self, features, bias=False):
     """4x4 stride-2 convolution, the original's (see `stride2_conv.DownConv`)."""
-    return stride2_conv.DownConv(features, use_bias=bias, impl=self.conv_impl, dtype=self.dtype,
-                                 kernel_init=weight_init)
+    return stride2_conv.DownConv(
+        features, use_bias=bias, impl=self.conv_impl, dtype=self.dtype, kernel_init=weight_init
+    )
 
   def conv(self, features, kernel, stride=1, bias=False, padding='SAME', name=None):
-    return nn.Conv(features, (kernel, kernel), (stride, stride), padding=padding, use_bias=bias,
-                   kernel_init=weight_init, dtype=self.dtype, name=name)
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        (stride, stride),
+        padding=padding,
+        use_bias=bias,
+        kernel_init=weight_init,
+        dtype=self.dtype,
+        name=name,
+    )
 
   def norm(self, name=None):
-    return nn.BatchNorm(use_running_average=not self.train, momentum=0.9, epsilon=1e-5,
-                        scale_init=bn_scale_init, axis_name=self.axis_name, dtype=self.dtype,
-                        name=name)
+    return nn.BatchNorm(
+        use_running_average=not self.train,
+        momentum=0.9,
+        epsilon=1e-5,
+        scale_init=bn_scale_init,
+        axis_name=self.axis_name,
+        dtype=self.dtype,
+        name=name,
+    )
 
   def conv_block(self, x, make_conv, *conv_args, norm=True, act=lrelu):
     """act(BatchNorm(conv(x))) with the conv `make_conv(*conv_args, bias=...)`, which carries a
@@ -89,6 +105,7 @@ class _Layers(nn.Module):
 
 class PathakEncoder(_Layers):
   """The original: 4x4 stride-2 convs, LeakyReLU 0.2, BatchNorm on all but the first."""
+
   width: int = 64
 
   @nn.compact
@@ -106,6 +123,7 @@ class AlexNetEncoder(_Layers):
 
   At 256 px: six conv-BN-LeakyReLU sets, 96-256-384-384-256-512 channels (the report's encoder).
   """
+
   width: int = 64
 
   @nn.compact
@@ -124,6 +142,7 @@ class AlexNetEncoder(_Layers):
 
 class VGGEncoder(_Layers):
   """VGG-flavoured: blocks of 3x3 convs (2, then 3 from 256 channels), the last of each stride 2."""
+
   width: int = 64
 
   @nn.compact
@@ -142,6 +161,7 @@ class VGGEncoder(_Layers):
 
 class BasicBlock(_Layers):
   """ResNet basic block: two 3x3 convs with BatchNorm, projected shortcut when the shape changes."""
+
   features: int = 64
   stride: int = 1
 
@@ -156,6 +176,7 @@ class BasicBlock(_Layers):
 
 class ResNetEncoder(_Layers):
   """ResNet-18-flavoured: 7x7 stride-2 stem, then stages of two basic blocks, each stage stride 2."""
+
   width: int = 64
 
   @nn.compact
@@ -163,8 +184,13 @@ class ResNetEncoder(_Layers):
     n = _log2(x.shape[1], 'image_size') - 3
     x = self.conv_block(x, self.conv, self.width, 7, 2, act=nn.relu)
     stages = [x]
-    block = functools.partial(BasicBlock, train=self.train, axis_name=self.axis_name,
-                              dtype=self.dtype, conv_impl=self.conv_impl)
+    block = functools.partial(
+        BasicBlock,
+        train=self.train,
+        axis_name=self.axis_name,
+        dtype=self.dtype,
+        conv_impl=self.conv_impl,
+    )
     for c in stage_widths(n, self.width):
       x = block(features=c, stride=2)(x)
       x = block(features=c, stride=1)(x)
@@ -172,8 +198,12 @@ class ResNetEncoder(_Layers):
     return stages
 
 
-ENCODER_CLASSES = {'pathak': PathakEncoder, 'alexnet': AlexNetEncoder, 'vgg': VGGEncoder,
-                   'resnet': ResNetEncoder}
+ENCODER_CLASSES = {
+    'pathak': PathakEncoder,
+    'alexnet': AlexNetEncoder,
+    'vgg': VGGEncoder,
+    'resnet': ResNetEncoder,
+}
 
 
 def _upsample2_axis(x, axis: int):
@@ -184,7 +214,7 @@ def _upsample2_axis(x, axis: int):
   prev = jnp.concatenate([take(0, 1), take(0, n - 1)], axis)
   nxt = jnp.concatenate([take(1, n), take(n - 1, n)], axis)
   y = jnp.stack([0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt], axis + 1)
-  return y.reshape(x.shape[:axis] + (2 * n,) + x.shape[axis + 1:])
+  return y.reshape(x.shape[:axis] + (2 * n,) + x.shape[axis + 1 :])
 
 
 def upsample2_bilinear(x):
@@ -199,6 +229,7 @@ class Decoder(_Layers):
   `skips` maps a side length to features of the patch box at that resolution; each level whose
   side is in it concatenates them before its up-convolution.
   """
+
   width: int = 64
   hole_size: int = 64
   upsample: str = 'deconv'
@@ -208,8 +239,9 @@ class Decoder(_Layers):
     ('nearest') or bilinear ('bilinear') resize then a 3x3 conv, which paint no checkerboard."""
     if self.upsample in ('deconv', 'nearest'):
       layer = stride2_conv.UpConv if self.upsample == 'deconv' else stride2_conv.NearestUpConv
-      return layer(features, use_bias=bias, impl=self.conv_impl, dtype=self.dtype,
-                   kernel_init=weight_init)
+      return layer(
+          features, use_bias=bias, impl=self.conv_impl, dtype=self.dtype, kernel_init=weight_init
+      )
     conv = self.conv(features, 3, bias=bias)
     return lambda x: conv(upsample2_bilinear(x))
 
@@ -238,8 +270,9 @@ def box_features(stages, corner, image_size: int, hole_size: int) -> dict:
     side = size * hole_size // image_size
     if side < 4 or side >= hole_size or side * image_size != size * hole_size:
       continue
-    out[side] = jax.vmap(lambda m, c, side=side: jax.lax.dynamic_slice(
-        m, (c[0], c[1], 0), (side, side, m.shape[-1])))(f, corner * size // image_size)
+    out[side] = jax.vmap(
+        lambda m, c, side=side: jax.lax.dynamic_slice(m, (c[0], c[1], 0), (side, side, m.shape[-1]))
+    )(f, corner * size // image_size)
   return out
 
 
@@ -254,6 +287,7 @@ class Generator(_Layers):
   `corner` (B, 2) is the patch box's top-left corner, the centre when None.
   Returns (patch, extras) with extras = {'mu', 'logvar'} for the VAE and {} for the GAN.
   """
+
   model: str = 'gan'
   encoder: str = 'pathak'
   bottleneck: int = 4000
@@ -264,15 +298,17 @@ class Generator(_Layers):
 
   @nn.compact
   def __call__(self, x, key=None, corner=None):
-    common = dict(train=self.train, axis_name=self.axis_name, dtype=self.dtype,
-                  conv_impl=self.conv_impl)
+    common = dict(
+        train=self.train, axis_name=self.axis_name, dtype=self.dtype, conv_impl=self.conv_impl
+    )
     stages = ENCODER_CLASSES[self.encoder](width=self.width, name='encoder', **common)(x)
     skips = None
     if self.skips:
       size = x.shape[1]
       if corner is None:
-        corner = jnp.broadcast_to(jnp.asarray(masks.center_corner(size, self.hole_size)),
-                                  (x.shape[0], 2))
+        corner = jnp.broadcast_to(
+            jnp.asarray(masks.center_corner(size, self.hole_size)), (x.shape[0], 2)
+        )
       skips = box_features(stages, jnp.asarray(corner, jnp.int32), size, self.hole_size)
     h = stages[-1].reshape(x.shape[0], -1)
     dense = functools.partial(nn.Dense, self.bottleneck, kernel_init=weight_init, dtype=self.dtype)
@@ -292,13 +328,15 @@ class Generator(_Layers):
           eps = jax.vmap(lambda k: jax.random.normal(k, mu.shape[1:], mu.dtype))(key)
         z = mu + jnp.exp(0.5 * logvar) * eps
       extras = {'mu': mu, 'logvar': logvar}
-    patch = Decoder(width=self.width, hole_size=self.hole_size, upsample=self.upsample,
-                    name='decoder', **common)(z, skips)
+    patch = Decoder(
+        width=self.width, hole_size=self.hole_size, upsample=self.upsample, name='decoder', **common
+    )(z, skips)
     return patch, extras
 
 
 class Discriminator(_Layers):
   """DCGAN discriminator on the patch: 4x4 stride-2 convs (BN on all but the first), one logit."""
+
   width: int = 64
 
   @nn.compact
@@ -318,17 +356,21 @@ def validate(config) -> None:
   if config.encoder not in ENCODERS:
     raise ValueError(f'Unknown encoder {config.encoder!r}; choose one of: {", ".join(ENCODERS)}.')
   if config.image_size not in IMAGE_SIZES:
-    raise ValueError(f'image_size={config.image_size} is not supported; choose one of '
-                     f'{", ".join(map(str, IMAGE_SIZES))}.')
+    raise ValueError(
+        f'image_size={config.image_size} is not supported; choose one of '
+        f'{", ".join(map(str, IMAGE_SIZES))}.'
+    )
   _log2(config.hole_size, 'hole_size')
   if not 8 <= config.hole_size <= config.image_size:
-    raise ValueError(f'hole_size={config.hole_size} must be between 8 and image_size='
-                     f'{config.image_size}.')
+    raise ValueError(
+        f'hole_size={config.hole_size} must be between 8 and image_size=' f'{config.image_size}.'
+    )
   if config.bottleneck < 1:
     raise ValueError(f'bottleneck={config.bottleneck} must be a positive number of units.')
   if config.conv_impl not in stride2_conv.CONV_IMPLS:
-    raise ValueError(f"conv_impl={config.conv_impl!r}: use one of "
-                     f"{', '.join(stride2_conv.CONV_IMPLS)}.")
+    raise ValueError(
+        f'conv_impl={config.conv_impl!r}: use one of ' f"{', '.join(stride2_conv.CONV_IMPLS)}."
+    )
   if config.upsample not in UPSAMPLES:
     raise ValueError(f"upsample={config.upsample!r}: use one of {', '.join(UPSAMPLES)}.")
   if config.dtype not in ('float32', 'bfloat16'):
@@ -342,10 +384,20 @@ def create(config, *, train: bool = False, axis_name: str | None = None):
   devices inside `shard_map`.
   """
   validate(config)
-  common = dict(train=train, axis_name=axis_name, dtype=jnp.dtype(config.dtype),
-                conv_impl=config.conv_impl)
-  generator = Generator(model=config.model, encoder=config.encoder, bottleneck=config.bottleneck,
-                        width=config.gen_width, hole_size=config.hole_size, skips=config.skips,
-                        upsample=config.upsample, **common)
-  discriminator = Discriminator(width=config.disc_width, **common) if config.model == 'gan' else None
+  common = dict(
+      train=train, axis_name=axis_name, dtype=jnp.dtype(config.dtype), conv_impl=config.conv_impl
+  )
+  generator = Generator(
+      model=config.model,
+      encoder=config.encoder,
+      bottleneck=config.bottleneck,
+      width=config.gen_width,
+      hole_size=config.hole_size,
+      skips=config.skips,
+      upsample=config.upsample,
+      **common,
+  )
+  discriminator = (
+      Discriminator(width=config.disc_width, **common) if config.model == 'gan' else None
+  )
   return generator, discriminator

@@ -26,17 +26,24 @@ import jax
 CPU_CONV_FLAG = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
 # jaxlib releases on which CPU_CONV_FLAG was measured to help (an unknown flag aborts XLA, so it
 # is never set on a release where it was not measured).
-CPU_CONV_FLAG_JAXLIB = ('0.10.',)
+CPU_CONV_FLAG_JAXLIB = ('0.10.', '0.12.')
 
 
 def define_flags() -> None:
   """--distributed, and --coordinator_address, --num_processes, --process_id."""
-  flags.DEFINE_bool('distributed', False, 'Multi-host run: jax.distributed.initialize() detects '
-                    'the cluster (Cloud TPU pod slice, SLURM, Open MPI, Kubernetes).')
-  flags.DEFINE_string('coordinator_address', None,
-                      'host:port of process 0, for multi-host runs JAX cannot detect itself.')
+  flags.DEFINE_bool(
+      'distributed',
+      False,
+      'Multi-host run: jax.distributed.initialize() detects '
+      'the cluster (Cloud TPU pod slice, SLURM, Open MPI, Kubernetes).',
+  )
+  flags.DEFINE_string(
+      'coordinator_address',
+      None,
+      'host:port of process 0, for multi-host runs JAX cannot detect itself.',
+  )
   flags.DEFINE_integer('num_processes', None, 'Number of processes of a multi-host run.')
-  flags.DEFINE_integer('process_id', None, 'This process\'s index in a multi-host run.')
+  flags.DEFINE_integer('process_id', None, "This process's index in a multi-host run.")
 
 
 def _installed(package: str) -> str | None:
@@ -56,31 +63,46 @@ def _prefer_xla_cpu_convolutions() -> str | None:
   """Adds CPU_CONV_FLAG to XLA_FLAGS where measured; returns what changed, if anything."""
   xla_flags = os.environ.get('XLA_FLAGS', '')
   jaxlib = _installed('jaxlib') or ''
-  if ('ynn_fusion_type' in xla_flags or not jaxlib.startswith(CPU_CONV_FLAG_JAXLIB)
-      or _installed('libtpu') or _backend_started()):
+  if (
+      'ynn_fusion_type' in xla_flags
+      or not jaxlib.startswith(CPU_CONV_FLAG_JAXLIB)
+      or _installed('libtpu')
+      or _backend_started()
+  ):
     return None
   os.environ['XLA_FLAGS'] = f'{xla_flags} {CPU_CONV_FLAG}'.strip()
   return 'XLA CPU convolutions instead of YNNPACK'
 
 
-def distributed_request(coordinator_address=None, num_processes=None, process_id=None,
-                        distributed=False, environ=os.environ) -> dict | None:
+def distributed_request(
+    coordinator_address=None,
+    num_processes=None,
+    process_id=None,
+    distributed=False,
+    environ=os.environ,
+) -> dict | None:
   """The arguments for jax.distributed.initialize if this run spans several processes, else None.
 
   Explicit values win; then --distributed; otherwise the environment decides: JAX's own
   variables, a SLURM step of several tasks, a GKE TPU slice of several hosts ({} = JAX detects
   the rest itself).
   """
-  explicit = {'coordinator_address': coordinator_address, 'num_processes': num_processes,
-              'process_id': process_id}
+  explicit = {
+      'coordinator_address': coordinator_address,
+      'num_processes': num_processes,
+      'process_id': process_id,
+  }
   if any(v is not None for v in explicit.values()):
     missing = [k for k, v in explicit.items() if v is None]
     if missing:
-      raise ValueError(f'Multi-host runs need all of --coordinator_address, --num_processes and '
-                       f'--process_id; missing --{", --".join(missing)}.')
+      raise ValueError(
+          f'Multi-host runs need all of --coordinator_address, --num_processes and '
+          f'--process_id; missing --{", --".join(missing)}.'
+      )
     if not 0 <= process_id < num_processes:
-      raise ValueError(f'--process_id={process_id} must be in [0, --num_processes='
-                       f'{num_processes}).')
+      raise ValueError(
+          f'--process_id={process_id} must be in [0, --num_processes=' f'{num_processes}).'
+      )
     return explicit
   if distributed or environ.get('JAX_COORDINATOR_ADDRESS'):
     return {}
@@ -91,8 +113,7 @@ def distributed_request(coordinator_address=None, num_processes=None, process_id
   return None
 
 
-def setup(coordinator_address=None, num_processes=None, process_id=None,
-          distributed=False) -> None:
+def setup(coordinator_address=None, num_processes=None, process_id=None, distributed=False) -> None:
   """Process-wide settings for a command; call before anything starts a JAX backend."""
   changes = []
   if conv := _prefer_xla_cpu_convolutions():

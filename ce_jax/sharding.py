@@ -32,7 +32,8 @@ def check_divisible(batch_size: int, mesh, what: str = 'batch_size') -> None:
   if batch_size % n:
     raise ValueError(
         f'{what}={batch_size} does not divide by the {n} devices; '
-        f'use a multiple of {n} (e.g. --{what}={max(n, batch_size // n * n)}).')
+        f'use a multiple of {n} (e.g. --{what}={max(n, batch_size // n * n)}).'
+    )
 
 
 def to_host(tree):

@@ -24,6 +24,7 @@ from ce_jax.sharding import DATA
 @flax.struct.dataclass
 class NetState:
   """One network's params, BatchNorm statistics and optimizer state."""
+
   params: Any
   batch_stats: Any
   opt_state: Any
@@ -36,7 +37,9 @@ class NetState:
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array
-  rng: jax.Array  # raw uint32[2] key; the VAE's noise for step s, example i: fold_in(fold_in(rng, s), i)
+  rng: (
+      jax.Array
+  )  # raw uint32[2] key; the VAE's noise for step s, example i: fold_in(fold_in(rng, s), i)
   gen: NetState
   disc: NetState | None  # None for the VAE
   gen_ema: Any = None  # moving average of gen.params when optim.ema_decay > 0
@@ -64,8 +67,10 @@ def learning_rate(config, peak: float) -> optax.Schedule | float:
   if o.schedule not in SCHEDULES:
     raise ValueError(f'optim.schedule={o.schedule!r}: use one of {", ".join(SCHEDULES)}.')
   if config.num_steps <= 0 or not 0 <= o.warmup_steps < config.num_steps:
-    raise ValueError(f"optim.schedule='cosine' decays to zero at num_steps: set --num_steps "
-                     f'(> optim.warmup_steps={o.warmup_steps}).')
+    raise ValueError(
+        f"optim.schedule='cosine' decays to zero at num_steps: set --num_steps "
+        f'(> optim.warmup_steps={o.warmup_steps}).'
+    )
   return optax.warmup_cosine_decay_schedule(0.0, peak, o.warmup_steps, config.num_steps)
 
 
@@ -115,9 +120,13 @@ def create_train_state(config, key) -> TrainState:
   def net(v, tx):
     return NetState(v['params'], v.get('batch_stats', {}), tx.init(v['params']))
 
-  return TrainState(step=jnp.zeros((), jnp.int32), rng=k_rng, gen=net(gen_vars, tx_gen),
-                    disc=None if disc_vars is None else net(disc_vars, tx_disc),
-                    gen_ema=gen_vars['params'] if config.optim.ema_decay > 0 else None)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      rng=k_rng,
+      gen=net(gen_vars, tx_gen),
+      disc=None if disc_vars is None else net(disc_vars, tx_disc),
+      gen_ema=gen_vars['params'] if config.optim.ema_decay > 0 else None,
+  )
 
 
 def _finish(state: TrainState, gen: NetState, config, **changes) -> TrainState:
@@ -145,8 +154,12 @@ def gan_step(state: TrainState, batch, *, config):
   tx_gen, tx_disc = optimizers(config)
 
   def generate(params):
-    (pred, _), upd = gen.apply({'params': params, 'batch_stats': state.gen.batch_stats},
-                               batch['masked'], corner=batch['box'], mutable=['batch_stats'])
+    (pred, _), upd = gen.apply(
+        {'params': params, 'batch_stats': state.gen.batch_stats},
+        batch['masked'],
+        corner=batch['box'],
+        mutable=['batch_stats'],
+    )
     return pred, upd['batch_stats']
 
   pred, gen_vjp, gen_stats = jax.vjp(generate, state.gen.params, has_aux=True)
@@ -159,7 +172,9 @@ def gan_step(state: TrainState, batch, *, config):
     return _finish(state, new_gen, config), m
 
   def disc_apply(params, stats, patch):
-    logits, upd = disc.apply({'params': params, 'batch_stats': stats}, patch, mutable=['batch_stats'])
+    logits, upd = disc.apply(
+        {'params': params, 'batch_stats': stats}, patch, mutable=['batch_stats']
+    )
     return logits, upd['batch_stats']
 
   def disc_loss_fn(params):
@@ -168,7 +183,8 @@ def gan_step(state: TrainState, batch, *, config):
     return jax.lax.pmean(losses.discriminator_loss(real, fake), DATA), (stats, real, fake)
 
   (d_loss, (d_stats, real, fake)), d_grads = jax.value_and_grad(disc_loss_fn, has_aux=True)(
-      state.disc.params)
+      state.disc.params
+  )
   new_disc = _update(state.disc, d_grads, d_stats, tx_disc)
 
   def gen_loss_fn(patch):
@@ -181,8 +197,13 @@ def gan_step(state: TrainState, batch, *, config):
   new_gen = _update(state.gen, g_grads, gen_stats, tx_gen)
   new_disc = new_disc.replace(batch_stats=d_stats)
 
-  m = {'g_loss': g_loss, 'd_loss': d_loss, **parts,
-       'd_real': jnp.mean(jax.nn.sigmoid(real)), 'd_fake': jnp.mean(jax.nn.sigmoid(fake))}
+  m = {
+      'g_loss': g_loss,
+      'd_loss': d_loss,
+      **parts,
+      'd_real': jnp.mean(jax.nn.sigmoid(real)),
+      'd_fake': jnp.mean(jax.nn.sigmoid(fake)),
+  }
   return _finish(state, new_gen, config, disc=new_disc), jax.lax.pmean(m, DATA)
 
 
@@ -204,9 +225,13 @@ def vae_step(state: TrainState, batch, *, config):
   key = example_keys(state.rng, state.step, batch['masked'].shape[0])
 
   def loss_fn(params):
-    (pred, extras), upd = gen.apply({'params': params, 'batch_stats': state.gen.batch_stats},
-                                    batch['masked'], key, corner=batch['box'],
-                                    mutable=['batch_stats'])
+    (pred, extras), upd = gen.apply(
+        {'params': params, 'batch_stats': state.gen.batch_stats},
+        batch['masked'],
+        key,
+        corner=batch['box'],
+        mutable=['batch_stats'],
+    )
     loss, parts = losses.vae_loss(pred, extras['mu'], extras['logvar'], batch, config)
     return jax.lax.pmean(loss, DATA), (upd['batch_stats'], parts)
 
@@ -222,8 +247,12 @@ TRAIN_KEYS = ('masked', 'box', 'target', 'patch_mask')  # what a train step read
 def make_train_step(config, mesh):
   """jit(shard_map(step)) over `mesh`: state replicated, batch split on `data`, state donated."""
   step = {'gan': gan_step, 'vae': vae_step}[config.model]
-  mapped = jax.shard_map(functools.partial(step, config=config), mesh=mesh,
-                         in_specs=(P(), P(DATA)), out_specs=(P(), P()))
+  mapped = jax.shard_map(
+      functools.partial(step, config=config),
+      mesh=mesh,
+      in_specs=(P(), P(DATA)),
+      out_specs=(P(), P()),
+  )
 
   @functools.partial(jax.jit, donate_argnums=0)
   def train_step(state, batch):

@@ -44,7 +44,7 @@ def _conv_s2_transpose(y, kernel):
   y = jnp.pad(y, ((0, 0), (1, 1), (1, 1), (0, 0)))
   z = jax.lax.conv_general_dilated(y, k, (1, 1), 'VALID', dimension_numbers=_DN)
   z = z.reshape(b, h + 1, w + 1, 2, 2, i)
-  rows = [jnp.stack([z[:, a:a + h, c:c + w, a, c] for c in (0, 1)], axis=3) for a in (0, 1)]
+  rows = [jnp.stack([z[:, a : a + h, c : c + w, a, c] for c in (0, 1)], axis=3) for a in (0, 1)]
   return jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, i)  # (b, h, a, w, c, I) -> interleaved
 
 
@@ -70,8 +70,9 @@ def _with_adjoint_vjp(primal, adjoint, kernel_grad):
 # `_conv_s2` with its input gradient computed by phases, and its transpose (by phases) whose
 # input gradient is the plain strided convolution: each is the other's adjoint.
 conv_down = _with_adjoint_vjp(_conv_s2, _conv_s2_transpose, _conv_s2_kernel_grad)
-conv_up = _with_adjoint_vjp(_conv_s2_transpose, _conv_s2,
-                            lambda y, dx, kernel: _conv_s2_kernel_grad(dx, y, kernel))
+conv_up = _with_adjoint_vjp(
+    _conv_s2_transpose, _conv_s2, lambda y, dx, kernel: _conv_s2_kernel_grad(dx, y, kernel)
+)
 
 
 def up_conv(x, kernel, impl: str = 'phase'):
@@ -79,8 +80,9 @@ def up_conv(x, kernel, impl: str = 'phase'):
   if impl == 'phase':
     return conv_up(x, kernel.swapaxes(2, 3))  # the transpose of a conv from `out` to `in`
   # A transposed conv correlates the 2x-dilated input with the spatially flipped kernel.
-  return jax.lax.conv_transpose(x, kernel[::-1, ::-1], (2, 2), ((2, 2), (2, 2)),
-                                dimension_numbers=_DN)
+  return jax.lax.conv_transpose(
+      x, kernel[::-1, ::-1], (2, 2), ((2, 2), (2, 2)), dimension_numbers=_DN
+  )
 
 
 class _Stride2Conv(nn.Module):
@@ -88,6 +90,7 @@ class _Stride2Conv(nn.Module):
 
   kernel_init defaults to nn.Conv's; the networks pass their own.
   """
+
   features: int
   use_bias: bool = False
   impl: str = 'phase'
@@ -106,8 +109,7 @@ class _Stride2Conv(nn.Module):
     if self.impl not in CONV_IMPLS:
       raise ValueError(f"Unknown conv_impl {self.impl!r}; use one of: {', '.join(CONV_IMPLS)}.")
     k = self.kernel_size
-    kernel = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features),
-                        jnp.float32)
+    kernel = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32)
     y = self.apply_kernel(x.astype(self.dtype), self.full_kernel(kernel).astype(self.dtype))
     if self.use_bias:
       bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
@@ -149,6 +151,7 @@ class NearestUpConv(UpConv):
   Every output pixel gets the same number of taps, so it cannot paint the checkerboard of a
   transposed convolution; computed as one (`up_conv`), by phases, at a transposed conv's cost.
   """
+
   kernel_size = 3
 
   def full_kernel(self, kernel):

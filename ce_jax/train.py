@@ -72,8 +72,10 @@ class Writer:
     try:
       from clu import metric_writers  # pylint: disable=g-import-not-at-top  # imports TensorFlow
     except ImportError:
-      log('No TensorBoard events without TensorFlow (pip install "ce_jax[tf]"); '
-          'metrics go to metrics.jsonl.')
+      log(
+          'No TensorBoard events without TensorFlow (pip install "ce_jax[tf]"); '
+          'metrics go to metrics.jsonl.'
+      )
     else:
       self.tb = metric_writers.SummaryWriter(str(workdir))
 
@@ -113,8 +115,10 @@ class WorkdirLock:
     except OSError:
       owner = os.read(fd, 32).decode(errors='replace').strip() or 'unknown'
       os.close(fd)
-      raise ValueError(f'{self.path.parent} is in use by another training process (pid {owner}); '
-                       'wait for it to end or stop it, or use another --workdir.') from None
+      raise ValueError(
+          f'{self.path.parent} is in use by another training process (pid {owner}); '
+          'wait for it to end or stop it, or use another --workdir.'
+      ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f'{os.getpid()}\n'.encode())
     self.fd = fd
@@ -131,8 +135,15 @@ def _shows_progress_bar() -> bool:
   return sys.stderr.isatty() or 'ipykernel' in sys.modules
 
 
-POSITIVE_FIELDS = ('log_every', 'eval_every', 'checkpoint_every', 'gen_width', 'disc_width',
-                   'keep_checkpoints', 'grid_images')
+POSITIVE_FIELDS = (
+    'log_every',
+    'eval_every',
+    'checkpoint_every',
+    'gen_width',
+    'disc_width',
+    'keep_checkpoints',
+    'grid_images',
+)
 
 
 def validate(config) -> None:
@@ -243,15 +254,18 @@ def _train(config, workdir: Path, mesh) -> dict:
 
   # Step s reads global batch s - 1 of one stream: a resumed run sees the images, crops and
   # masks the uninterrupted run would have seen.
-  train_ds, skipped = input_pipeline.create_dataset(config, 'train', seed=config.seed,
-                                                    start_step=start)
+  train_ds, skipped = input_pipeline.create_dataset(
+      config, 'train', seed=config.seed, start_step=start
+  )
   n_steps = total_steps(config, input_pipeline.num_examples(config, 'train'))
   # The first evaluation comes after eval_every steps: check now that its split has a readable
   # image, rather than lose those steps to an empty or unreadable held-out split.
-  input_pipeline.create_dataset(config, 'test', seed=config.seed, shuffle=False, repeat=False,
-                                augment=False)
-  batches = input_pipeline.device_batches(train_ds, config, mesh,
-                                          jax.random.PRNGKey(config.seed + 1), first_index=start)
+  input_pipeline.create_dataset(
+      config, 'test', seed=config.seed, shuffle=False, repeat=False, augment=False
+  )
+  batches = input_pipeline.device_batches(
+      train_ds, config, mesh, jax.random.PRNGKey(config.seed + 1), first_index=start
+  )
   train_step = steps.make_train_step(config, mesh)
   eval_step = steps.make_eval_step(config)
   writer = Writer(workdir)
@@ -259,8 +273,14 @@ def _train(config, workdir: Path, mesh) -> dict:
 
   def run_eval(step):
     grid = workdir / 'grids' / f'step_{step}.png'
-    res = evaluate.evaluate(state.eval_variables, config, mesh=mesh, max_examples=config.eval_examples,
-                            eval_step=eval_step, grid_path=grid)
+    res = evaluate.evaluate(
+        state.eval_variables,
+        config,
+        mesh=mesh,
+        max_examples=config.eval_examples,
+        eval_step=eval_step,
+        grid_path=grid,
+    )
     writer.scalars(step, res['model'], prefix='eval/')
     writer.image(step, 'eval/inpaintings', grid)
     return res
@@ -275,15 +295,32 @@ def _train(config, workdir: Path, mesh) -> dict:
     log('Saved checkpoint %d', step)
 
   def diverged(what: str) -> FloatingPointError:
-    good = (f'the last good checkpoint is step {last_saved}' if last_saved is not None
-            else 'no checkpoint was saved')
-    return FloatingPointError(f'Training diverged {what}; {good} in {workdir}. Lower '
-                              '--learning_rate, or use --dtype=float32.')
+    good = (
+        f'the last good checkpoint is step {last_saved}'
+        if last_saved is not None
+        else 'no checkpoint was saved'
+    )
+    return FloatingPointError(
+        f'Training diverged {what}; {good} in {workdir}. Lower '
+        '--learning_rate, or use --dtype=float32.'
+    )
 
-  log('Training %s/%s for %d steps (batch %d on %d devices) in %s', config.model,
-               config.encoder, n_steps, config.batch_size, mesh.devices.size, workdir)
-  bar = tqdm.tqdm(total=n_steps, initial=start, unit='step', dynamic_ncols=True,
-                  disable=jax.process_index() > 0 or not _shows_progress_bar())
+  log(
+      'Training %s/%s for %d steps (batch %d on %d devices) in %s',
+      config.model,
+      config.encoder,
+      n_steps,
+      config.batch_size,
+      mesh.devices.size,
+      workdir,
+  )
+  bar = tqdm.tqdm(
+      total=n_steps,
+      initial=start,
+      unit='step',
+      dynamic_ncols=True,
+      disable=jax.process_index() > 0 or not _shows_progress_bar(),
+  )
   tick, tick_step = time.perf_counter(), start
   try:
     with StopRequest() as stop:
@@ -302,16 +339,27 @@ def _train(config, workdir: Path, mesh) -> dict:
           writer.scalars(step, values, prefix='train/')
           bar.set_postfix(loss=f'{values["g_loss"]:.4f}', img_s=f'{values["images_per_sec"]:.0f}')
           if bar.disable:
-            log('step %d/%d  %s', step, n_steps,
-                '  '.join(f'{k}={v:.4g}' for k, v in values.items()))
+            log(
+                'step %d/%d  %s',
+                step,
+                n_steps,
+                '  '.join(f'{k}={v:.4g}' for k, v in values.items()),
+            )
         eval_now = step % config.eval_every == 0 or step == n_steps
         if eval_now:
           results = run_eval(step)
-          log('eval at step %d: %s', step,
-              '  '.join(f'{k}={v:.4g}' for k, v in results['model'].items()))
+          log(
+              'eval at step %d: %s',
+              step,
+              '  '.join(f'{k}={v:.4g}' for k, v in results['model'].items()),
+          )
         if eval_now or step % config.checkpoint_every == 0 or done:
-          save(step, {checkpoints.BEST_METRIC: results['model'][checkpoints.BEST_METRIC]}
-               if eval_now else None)
+          save(
+              step,
+              {checkpoints.BEST_METRIC: results['model'][checkpoints.BEST_METRIC]}
+              if eval_now
+              else None,
+          )
         if stopping:
           log('%s received: saved step %d, exiting; run again to resume.', stop.signal, step)
           break

@@ -21,7 +21,9 @@ def grid(columns: dict, rows: int | None = None, scale: int = 1, pad: int = 2) -
     x = pad + j * (w + pad)
     draw.text((x + 2, 1), label, fill='black')
     for i, img in enumerate(imgs):
-      tile = Image.fromarray(img).resize((w, h), Image.NEAREST) if scale > 1 else Image.fromarray(img)
+      tile = (
+          Image.fromarray(img).resize((w, h), Image.NEAREST) if scale > 1 else Image.fromarray(img)
+      )
       out.paste(tile, (x, header + pad + i * (h + pad)))
   return out
 

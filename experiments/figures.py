@@ -22,6 +22,7 @@ FAMILIES = {'vae': 1, 'gan': 2}  # model -> the table whose best cell stands for
 @dataclasses.dataclass(frozen=True)
 class Painter:
   """The restored generator of a table's best cell."""
+
   cell: report.Cell
   config: ml_collections.ConfigDict
   variables: dict  # replicated over the mesh
@@ -38,8 +39,10 @@ def best_cell(protocol: str, root, table: int) -> tuple[report.Cell, str]:
   summary = runner.read_json(runner.table_dir(root, table, protocol) / 'results.json')
   done = {n: r for n, r in (summary or {}).get('cells', {}).items() if r['finished']}
   if not done:
-    raise ValueError(f'Figures 6 and 7 need Table {table} first: python -m experiments.sweep '
-                     f'--table={table} --protocol={protocol}')
+    raise ValueError(
+        f'Figures 6 and 7 need Table {table} first: python -m experiments.sweep '
+        f'--table={table} --protocol={protocol}'
+    )
   name = min(done, key=lambda n: done[n]['test']['report_loss'])
   return report.TABLES[table].cell(name), done[name]['workdir']
 
@@ -47,15 +50,22 @@ def best_cell(protocol: str, root, table: int) -> tuple[report.Cell, str]:
 def restore_painter(cell: report.Cell, config, workdir, mesh) -> Painter:
   saved, variables, step = checkpoints.load_generator(workdir)
   checkpoints.check_compatible(saved, config, workdir)
-  return Painter(cell, config, jax.device_put(variables, sharding.replicated(mesh)),
-                 steps.make_eval_step(config), step)
+  return Painter(
+      cell,
+      config,
+      jax.device_put(variables, sharding.replicated(mesh)),
+      steps.make_eval_step(config),
+      step,
+  )
 
 
 def _paint(batch, painters: dict, first_index: int) -> dict:
   """The valid images of `batch`, each family's painting and report loss, and their sum."""
   valid = np.asarray(batch['valid']) > 0
-  found = {'original': images.to_uint8(batch['image'])[valid],
-           'index': np.arange(first_index, first_index + valid.sum())}
+  found = {
+      'original': images.to_uint8(batch['image'])[valid],
+      'index': np.arange(first_index, first_index + valid.sum()),
+  }
   for kind, painter in painters.items():
     filled, values = painter.eval_step(painter.variables, batch)
     found[kind] = images.to_uint8(filled)[valid]
@@ -84,15 +94,22 @@ def rank_test_images(config, painters: dict, mesh) -> tuple[dict, int]:
   return {n: v[order] for n, v in kept.items()}, seen
 
 
-def run_figures(protocol: str, root, *, dataset: str | None = None, data_dir: str | None = None,
-                overrides: dict | None = None) -> dict:
+def run_figures(
+    protocol: str,
+    root,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    overrides: dict | None = None,
+) -> dict:
   """Writes figure6.png, figure7.png and figures.json (what they show) under figures_dir."""
   best = {kind: best_cell(protocol, root, table) for kind, table in FAMILIES.items()}
   mesh = sharding.data_mesh()
   painters = {}
   for kind, (cell, workdir) in best.items():
-    config = report.cell_config(protocol, FAMILIES[kind], cell, dataset=dataset,
-                                data_dir=data_dir, overrides=overrides)
+    config = report.cell_config(
+        protocol, FAMILIES[kind], cell, dataset=dataset, data_dir=data_dir, overrides=overrides
+    )
     painters[kind] = restore_painter(cell, config, workdir, mesh)
   ranked, seen = rank_test_images(painters['vae'].config, painters, mesh)
   ranks = np.arange(len(ranked['score']))  # best first
@@ -107,10 +124,19 @@ def run_figures(protocol: str, root, *, dataset: str | None = None, data_dir: st
       columns = {'original': ranked['original'][idx]}
       columns |= {labels[kind]: ranked[kind][idx] for kind in painters}
       render.save_grid(out / f'{stem}.png', columns)
-      info[stem] = [{'test_index': int(ranked['index'][i]),
-                     **{f'{kind}_loss': float(ranked[f'{kind}_loss'][i]) for kind in painters}}
-                    for i in idx]
+      info[stem] = [
+          {
+              'test_index': int(ranked['index'][i]),
+              **{f'{kind}_loss': float(ranked[f'{kind}_loss'][i]) for kind in painters},
+          }
+          for i in idx
+      ]
     runner.write_json(out / 'figures.json', info)
-  runner.log('Figures 6 and 7 (%s vs %s over %d test images) in %s', labels['vae'], labels['gan'],
-             seen, out)
+  runner.log(
+      'Figures 6 and 7 (%s vs %s over %d test images) in %s',
+      labels['vae'],
+      labels['gan'],
+      seen,
+      out,
+  )
   return info

@@ -38,21 +38,27 @@ RUNTIME = {
     'gpu': '*Runtime > Change runtime type > T4 GPU* (or L4, A100, H100)',
 }
 DEVICES = {
-    'tpu': ('The v5e-1 runtime is one TPU v5e chip. The notebook runs unchanged on eight chips '
-            '(a v5e-8, v2-8 or v3-8 runtime, or a Cloud TPU VM): every command splits each batch '
-            'over all the chips JAX sees, so a batch size must be a multiple of their number; '
-            'the presets\' (16 or 32) divide by 1 and by 8.'),
-    'gpu': ('Every command splits each batch over all the GPUs JAX sees (one on Colab). Colab\'s '
-            'own TensorFlow stays: ce_jax installs JAX for CUDA 12 beside it and keeps '
-            'TensorFlow off the GPU.'),
+    'tpu': (
+        'The v5e-1 runtime is one TPU v5e chip. The notebook runs unchanged on eight chips '
+        '(a v5e-8, v2-8 or v3-8 runtime, or a Cloud TPU VM): every command splits each batch '
+        'over all the chips JAX sees, so a batch size must be a multiple of their number; '
+        "the presets' (16 or 32) divide by 1 and by 8."
+    ),
+    'gpu': (
+        "Every command splits each batch over all the GPUs JAX sees (one on Colab). Colab's "
+        'own TensorFlow stays: ce_jax installs JAX for CUDA 12 beside it and keeps '
+        'TensorFlow off the GPU.'
+    ),
 }
-DTYPE = {'tpu': "'bfloat16'  # TPUs compute in bfloat16 natively; 'float32' for exact numbers",
-         'gpu': "'float32'   # or 'bfloat16' on an L4, A100 or H100 (not a T4)"}
+DTYPE = {
+    'tpu': "'bfloat16'  # TPUs compute in bfloat16 natively; 'float32' for exact numbers",
+    'gpu': "'float32'   # or 'bfloat16' on an L4, A100 or H100 (not a T4)",
+}
 TENSORFLOW = {
     'tpu': 'ce_jax needs no TensorFlow for the bundled photos or a folder (it has its own '
-           'loader); Places365 does (TensorFlow Datasets).',
-    'gpu': 'It leaves Colab\'s TensorFlow and TensorFlow Datasets as they are (they feed '
-           'Places365).',
+    'loader); Places365 does (TensorFlow Datasets).',
+    'gpu': "It leaves Colab's TensorFlow and TensorFlow Datasets as they are (they feed "
+    'Places365).',
 }
 
 
@@ -65,7 +71,7 @@ def _cells(kind: str) -> list:
   name, extra = NAME[kind], EXTRA[kind]
   md, code = v4.new_markdown_cell, v4.new_code_cell
   return [
-      md(f'''# Context Encoders in JAX on a Colab {name}
+      md(f"""# Context Encoders in JAX on a Colab {name}
 
 Trains a context encoder (a network that paints a hole in a photo from its surroundings) with
 ce_jax, scores it beside the mean-fill and OpenCV Telea baselines, shows its inpaintings, and
@@ -78,15 +84,16 @@ fills a hole in **your own photo** with the model that ships with ce_jax. Reposi
 
 By default everything is small and stays on the runtime's local disk: the `demo` preset trains
 600 steps on the 50 photos bundled with ce_jax. Places365, the report's data (about
-30 GB once prepared), and the report's tables are opt-in parameters.'''),
-      md(f'''## Install
+30 GB once prepared), and the report's tables are opt-in parameters."""),
+      md(f"""## Install
 
 Clones the repository into `REPO_DIR` (or copies your copy of it from Drive) and installs it
 with `pip install -e ".[{extra}]"`: JAX for the {name} and ce_jax's packages. Run again, it
 only checks: it finishes in seconds.
 
-{_wrap(TENSORFLOW[kind])}'''),
-      code(f'''# Installs only what is missing: running it again, after a restart too, is harmless.
+{_wrap(TENSORFLOW[kind])}"""),
+      code(
+          f"""# Installs only what is missing: running it again, after a restart too, is harmless.
 # No cell below uses a name defined here: the parameters cell sets REPO_DIR again.
 REPO_URL = '{REPO_URL}'  # the repository to clone
 DRIVE_REPO = ''  # or a copy of it on Drive, copied instead: '/content/drive/MyDrive/ce_jax'
@@ -113,18 +120,20 @@ try:
 except importlib.metadata.PackageNotFoundError:
   !{{sys.executable}} -m pip install --quiet --editable "{{REPO_DIR}}[{extra}]"
   if _exit_code:
-    raise RuntimeError('pip install failed: its error is above.')''',
-           metadata={'tags': [INSTALL_TAG]}),
-      md('''**If Colab asks to restart the session** (a *Restart session* button under the cell
+    raise RuntimeError('pip install failed: its error is above.')""",
+          metadata={'tags': [INSTALL_TAG]},
+      ),
+      md("""**If Colab asks to restart the session** (a *Restart session* button under the cell
 above: pip upgraded a package, NumPy for instance, that Colab had loaded already), restart it,
 then *Runtime > Run all* again. Nothing is lost: the install cell then finds everything in
-place, and every cell below sets up what it needs from the parameters.'''),
-      md('''## Parameters
+place, and every cell below sets up what it needs from the parameters."""),
+      md("""## Parameters
 
 Every setting of the notebook. The default run is the `demo` preset on the bundled photos,
 with everything on the runtime's local disk (gone when the session ends: set `RUNS_DIR` to a
-Drive folder to keep the runs; a rerun resumes from the last checkpoint).'''),
-      code(f'''REPO_DIR = '{REPO_DIR}'  # the repository, where the install cell put it
+Drive folder to keep the runs; a rerun resumes from the last checkpoint)."""),
+      code(
+          f"""REPO_DIR = '{REPO_DIR}'  # the repository, where the install cell put it
 RUNS_DIR = '/content/runs'  # runs and outputs; '/content/drive/MyDrive/ce_jax_runs': on Drive
 
 # Training: a preset of ce_jax.configs, on the photos bundled with ce_jax or a folder of yours.
@@ -148,16 +157,17 @@ INPAINT_MODEL = 'pretrained'  # 'pretrained' (ships with ce_jax, 128/64) or 'run
 
 # The report's tables (opt-in): experiments.sweep trains every cell of one table.
 SWEEP_TABLE = 0  # 1, 2 or 3
-SWEEP_PROTOCOL = 'quick'  # quick (128/64 on DATASET), paper (Places365 as above), tiny''',
-           metadata={'tags': [PARAMETERS_TAG]}),
-      md(f'''## Set up
+SWEEP_PROTOCOL = 'quick'  # quick (128/64 on DATASET), paper (Places365 as above), tiny""",
+          metadata={'tags': [PARAMETERS_TAG]},
+      ),
+      md(f"""## Set up
 
 Mounts Drive if a path above is on it, changes to the repository, works out the run's flags
 and folder, and shows the accelerator. JAX looks at it in a process of its own: the {name}
 belongs to one process at a time, and each command below starts its own.
 
-{_wrap(DEVICES[kind])}'''),
-      code('''import os
+{_wrap(DEVICES[kind])}"""),
+      code("""import os
 
 paths = (RUNS_DIR, DATASET.removeprefix('folder:'), DATA_DIR, INPAINT_PHOTO)
 if any(path.startswith('/content/drive/') for path in paths):
@@ -182,15 +192,15 @@ workdir = f'{RUNS_DIR}/{run}'
 
 !python -c "import jax; print(jax.device_count(), 'x', jax.devices()[0].device_kind)"
 if _exit_code:
-  raise RuntimeError('JAX does not start: its error is above.')'''),
-      md(f'''## Data
+  raise RuntimeError('JAX does not start: its error is above.')"""),
+      md(f"""## Data
 
 The bundled photos and a folder need nothing. With `PLACES365 = True` (or the `paper`
 protocol of a table), TensorFlow Datasets downloads Places365 and prepares it in `DATA_DIR`:
 about 30 GB, once (not timed on Colab).
 
-{_wrap(TENSORFLOW[kind])}'''),
-      code('''import importlib.util
+{_wrap(TENSORFLOW[kind])}"""),
+      code("""import importlib.util
 import sys
 
 if PLACES365 or (SWEEP_TABLE and SWEEP_PROTOCOL == 'paper'):
@@ -204,22 +214,22 @@ if PLACES365 or (SWEEP_TABLE and SWEEP_PROTOCOL == 'paper'):
   if _exit_code:
     raise RuntimeError('Preparing Places365 failed: its error is above.')
 else:
-  print(f'Training on {DATASET}: nothing to prepare.')'''),
-      md('''## Train
+  print(f'Training on {DATASET}: nothing to prepare.')"""),
+      md("""## Train
 
 `python -m ce_jax.train` with the preset and the parameters' flags, into its own folder under
 `RUNS_DIR`. It evaluates on the held-out photos as it goes and saves orbax checkpoints: run the
-cell again, after a disconnect too, and it resumes from the last one.'''),
-      code('''print(f'python -m ce_jax.train {train_flags} --workdir="{workdir}"')
+cell again, after a disconnect too, and it resumes from the last one."""),
+      code("""print(f'python -m ce_jax.train {train_flags} --workdir="{workdir}"')
 !python -m ce_jax.train {train_flags} --workdir="{workdir}"
 if _exit_code:
-  raise RuntimeError('Training failed: its error is above.')'''),
-      md('''## Restore and evaluate
+  raise RuntimeError('Training failed: its error is above.')"""),
+      md("""## Restore and evaluate
 
 `python -m ce_jax.evaluate` restores the generator alone from the last checkpoint, scores it on
 the held-out photos beside the mean-fill and Telea baselines (the same holes for all three), and
-draws the first ones: original | masked | model | mean fill | Telea.'''),
-      code('''import os
+draws the first ones: original | masked | model | mean fill | Telea."""),
+      code("""import os
 from pathlib import Path
 from IPython.display import Image, display
 
@@ -227,14 +237,14 @@ from IPython.display import Image, display
 if _exit_code:
   raise RuntimeError('Evaluation failed: its error is above.')
 grid = max(Path(workdir, 'eval').glob('step_*_test.png'), key=os.path.getmtime)
-display(Image(filename=grid))'''),
-      md('''## Inpaint your own photo
+display(Image(filename=grid))"""),
+      md("""## Inpaint your own photo
 
 Upload a photo (jpg, png, webp or bmp, any size), or set `INPAINT_PHOTO` to one. `python -m
 ce_jax.inpaint` paints the hole (`INPAINT_MASK`) with the model that ships with ce_jax (a U-Net
 context encoder trained on 1,914 photos: `ce_jax/pretrained/MODEL_CARD.md`), or with the run
-above (`INPAINT_MODEL = 'run'`); the pixels away from the hole keep their exact values.'''),
-      code('''import os
+above (`INPAINT_MODEL = 'run'`); the pixels away from the hole keep their exact values."""),
+      code("""import os
 
 photo = INPAINT_PHOTO
 if not photo:
@@ -254,8 +264,8 @@ if not photo:
     photo = os.path.join(uploads, os.path.basename(name))
     with open(photo, 'wb') as f:
       f.write(uploaded[name])
-print(photo)'''),
-      code('''import os
+print(photo)"""),
+      code("""import os
 from IPython.display import Image, display
 
 model = workdir if INPAINT_MODEL == 'run' else 'pretrained'
@@ -265,15 +275,15 @@ flags = f'--workdir="{model}" --input="{photo}" --output="{out}" --mask="{INPAIN
 if _exit_code:
   raise RuntimeError('Inpainting failed: its error is above.')
 stem = os.path.splitext(os.path.basename(photo))[0]
-display(Image(filename=os.path.join(out, f'{stem}_filled.png')))'''),
-      md('''## Reproduce a table of the report (opt-in)
+display(Image(filename=os.path.join(out, f'{stem}_filled.png')))"""),
+      md("""## Reproduce a table of the report (opt-in)
 
 With `SWEEP_TABLE` = 1, 2 or 3, `python -m experiments.sweep` trains and evaluates every cell
 of that table in its own folder under `RUNS_DIR/experiments` (a rerun resumes and skips what is
 done), then writes the table beside the report's numbers, its plot and a grid of inpaintings.
 `quick` is a small protocol on the bundled photos; `paper` is the report's own (Places365,
-256/64 px). Neither has been timed on Colab yet (experiments/RESULTS.md says what has).'''),
-      code('''from pathlib import Path
+256/64 px). Neither has been timed on Colab yet (experiments/RESULTS.md says what has)."""),
+      code("""from pathlib import Path
 from IPython.display import Image, Markdown, display
 
 if SWEEP_TABLE:
@@ -287,7 +297,7 @@ if SWEEP_TABLE:
   display(Markdown((out / f'table{SWEEP_TABLE}.md').read_text()))
   display(Image(filename=out / f'table{SWEEP_TABLE}.png'), Image(filename=out / 'grid.png'))
 else:
-  print('SWEEP_TABLE = 0: no table of the report this time.')'''),
+  print('SWEEP_TABLE = 0: no table of the report this time.')"""),
   ]
 
 

@@ -11,8 +11,14 @@ from ce_jax import images, visualize
 from experiments import report
 
 BASELINE_LABELS = {'mean_fill': 'mean fill', 'telea': 'Telea'}
-PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75))
+PALETTE = (
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+)
 BASELINE_COLOURS = {'mean_fill': (120, 120, 120), 'telea': (188, 189, 34)}
 GRID_MIN_SIZE = 128  # grid images are enlarged to at least this so that column labels fit
 
@@ -20,7 +26,7 @@ GRID_MIN_SIZE = 128  # grid images are enlarged to at least this so that column 
 def number(x, digits: int = 4) -> str:
   if x is None:
     return '—'
-  return f'{x:.{digits}g}' if abs(x) < 10 ** digits else f'{x:.0f}'
+  return f'{x:.{digits}g}' if abs(x) < 10**digits else f'{x:.0f}'
 
 
 def duration(s) -> str:
@@ -31,26 +37,36 @@ def duration(s) -> str:
 # Markdown.
 
 METRICS_NOTE = (
-    'Report loss: per image, the sum of squared errors over the hole\'s pixels in [-1, 1] '
-    '(3 channels), averaged over the images, as in the report\'s tables. L1 % / L2 %: mean '
+    "Report loss: per image, the sum of squared errors over the hole's pixels in [-1, 1] "
+    "(3 channels), averaged over the images, as in the report's tables. L1 % / L2 %: mean "
     'absolute / squared error over the hole in [0, 1], x100; PSNR over the hole; SSIM over the '
     'whole image. "train" is the final checkpoint scored on the training images (centre crop, '
-    'no flip, inference mode).')
+    'no flip, inference mode).'
+)
 NOT_COMPARABLE_NOTE = (
-    'The report\'s numbers come from its own protocol (Places365, 256/64, 5000 images, 100 '
-    'epochs); only the paper protocol is comparable with them.')
+    "The report's numbers come from its own protocol (Places365, 256/64, 5000 images, 100 "
+    'epochs); only the paper protocol is comparable with them.'
+)
 RESULTS_HEADER = (
     '| model | bottleneck | steps | train report loss | test report loss | test L1 % | '
     'test L2 % | test PSNR dB | test SSIM | report: train loss | report: test loss | '
     'train time |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+)
 
 
 def markdown_table(summary: dict) -> str:
   """Our numbers per cell, the baselines' on the same test images, and the report's."""
   spec = report.TABLES[summary['table']]
-  lines = [f'# Table {summary["table"]}: {summary["title"]} ({summary["protocol"]} protocol)', '',
-           _setup_sentence(summary), '', METRICS_NOTE, '', *_results_rows(summary)]
+  lines = [
+      f'# Table {summary["table"]}: {summary["title"]} ({summary["protocol"]} protocol)',
+      '',
+      _setup_sentence(summary),
+      '',
+      METRICS_NOTE,
+      '',
+      *_results_rows(summary),
+  ]
   if spec.by_bottleneck:
     lines += ['', *_bottleneck_rows(summary)]
   if summary['protocol'] != 'paper':
@@ -63,21 +79,26 @@ def _setup_sentence(summary: dict) -> str:
   c = summary['config']
   test_images, train_images = _images_scored(summary)
   length = f'{c["num_steps"]} steps' if c['num_steps'] > 0 else f'{c["num_epochs"]} epochs'
-  return (f'{c["image_size"]}x{c["image_size"]} images, centre {c["hole_size"]}x{c["hole_size"]} '
-          f'hole (overlap {c["overlap"]}), batch {c["batch_size"]}, {length}, dataset '
-          f'`{c["dataset"]}` ({train_images} train / {test_images} test images scored), '
-          f'{summary["devices"]}. Training the cells took '
-          f'{duration(_total(summary, "train_seconds"))}, scoring them '
-          f'{duration(_total(summary, "eval_seconds"))}; this invocation '
-          f'{duration(summary["wall_seconds"])}.')
+  return (
+      f'{c["image_size"]}x{c["image_size"]} images, centre {c["hole_size"]}x{c["hole_size"]} '
+      f'hole (overlap {c["overlap"]}), batch {c["batch_size"]}, {length}, dataset '
+      f'`{c["dataset"]}` ({train_images} train / {test_images} test images scored), '
+      f'{summary["devices"]}. Training the cells took '
+      f'{duration(_total(summary, "train_seconds"))}, scoring them '
+      f'{duration(_total(summary, "eval_seconds"))}; this invocation '
+      f'{duration(summary["wall_seconds"])}.'
+  )
 
 
 def _images_scored(summary: dict) -> tuple[int | None, int | None]:
   """(test, train) images that each finished cell was scored on."""
   if not summary['baselines']:
     return None, None
-  return next((r['test']['images'], r['train']['images']) for r in summary['cells'].values()
-              if r['finished'])
+  return next(
+      (r['test']['images'], r['train']['images'])
+      for r in summary['cells'].values()
+      if r['finished']
+  )
 
 
 def _total(summary: dict, key: str) -> float:
@@ -90,8 +111,13 @@ def _row(*values) -> str:
 
 def _test_metrics(v: dict) -> list[str]:
   """Test report loss, L1 %, L2 %, PSNR, SSIM, formatted."""
-  return [number(v['report_loss']), number(v['l1']), number(v['l2']), number(v['psnr']),
-          number(v['ssim'], 3)]
+  return [
+      number(v['report_loss']),
+      number(v['l1']),
+      number(v['l2']),
+      number(v['psnr']),
+      number(v['ssim'], 3),
+  ]
 
 
 def _results_rows(summary: dict) -> list[str]:
@@ -110,16 +136,26 @@ def _cell_row(cell: report.Cell, r: dict) -> str:
   theirs = (number(r['report']['train'], 6), number(r['report']['test'], 6))
   if not r['finished']:
     return _row(cell.label(), cell.bottleneck, 'not run', *['—'] * 6, *theirs, '—')
-  return _row(cell.label(), cell.bottleneck, r['step'], number(r['train']['report_loss']),
-              *_test_metrics(r['test']), *theirs, duration(r['train_seconds']))
+  return _row(
+      cell.label(),
+      cell.bottleneck,
+      r['step'],
+      number(r['train']['report_loss']),
+      *_test_metrics(r['test']),
+      *theirs,
+      duration(r['train_seconds']),
+  )
 
 
 def _bottleneck_rows(summary: dict) -> list[str]:
   """Table 3's layout: a row per (model, encoder), a column per bottleneck, ours / theirs."""
   spec = report.TABLES[summary['table']]
-  lines = ['Test report loss by bottleneck size, ours / the report\'s:', '',
-           '| model | ' + ' | '.join(str(b) for b in spec.bottlenecks) + ' |',
-           '|---|' + '---:|' * len(spec.bottlenecks)]
+  lines = [
+      "Test report loss by bottleneck size, ours / the report's:",
+      '',
+      '| model | ' + ' | '.join(str(b) for b in spec.bottlenecks) + ' |',
+      '|---|' + '---:|' * len(spec.bottlenecks),
+  ]
   for label, row in spec.rows_by_model():
     values = []
     for cell in row:
@@ -227,8 +263,11 @@ class Chart:
   def baselines(self, hlines: dict, suffix: str = '') -> None:
     """A dashed line per baseline (name -> value), labelled 'NAME{suffix} VALUE'."""
     for name, v in hlines.items():
-      self.hline(v, BASELINE_COLOURS.get(name, (0, 0, 0)),
-                 f'{BASELINE_LABELS.get(name, name)}{suffix} {number(v)}')
+      self.hline(
+          v,
+          BASELINE_COLOURS.get(name, (0, 0, 0)),
+          f'{BASELINE_LABELS.get(name, name)}{suffix} {number(v)}',
+      )
 
   def xlabel(self, x: float, text: str) -> None:
     for i, part in enumerate(text.split('\n')):
@@ -262,12 +301,14 @@ def bar_chart(path, title: str, groups: list[str], series: dict, hlines: dict) -
     for g, v in enumerate(vals):
       x = chart.x0 + g * width + 0.15 * width + s * bar
       if v is None:
-        chart.draw.text((x + bar / 2, chart.y0 - 4), 'not run', fill='gray', font=chart.small,
-                        anchor='mb')
+        chart.draw.text(
+            (x + bar / 2, chart.y0 - 4), 'not run', fill='gray', font=chart.small, anchor='mb'
+        )
         continue
       chart.draw.rectangle([x, chart.y(v), x + bar - 2, chart.y0], fill=colour)
-      chart.draw.text((x + bar / 2, chart.y(v) - 3), number(v), fill='black', font=chart.small,
-                      anchor='mb')
+      chart.draw.text(
+          (x + bar / 2, chart.y(v) - 3), number(v), fill='black', font=chart.small, anchor='mb'
+      )
   for g, label in enumerate(groups):
     chart.xlabel(chart.x0 + (g + 0.5) * width, label)
   chart.baselines(hlines, ' (test)')
@@ -306,6 +347,8 @@ def plot_table(summary: dict, path) -> Path:
   if spec.by_bottleneck:
     series = {label: [loss(c.name, 'test') for c in row] for label, row in spec.rows_by_model()}
     return line_chart(path, title, [f'bottleneck {b}' for b in spec.bottlenecks], series, hlines)
-  series = {f'{split} report loss': [loss(c.name, split) for c in spec.cells]
-            for split in ('train', 'test')}
+  series = {
+      f'{split} report loss': [loss(c.name, split) for c in spec.cells]
+      for split in ('train', 'test')
+  }
   return bar_chart(path, title, [c.label() for c in spec.cells], series, hlines)

@@ -18,6 +18,7 @@ ENCODER_LABELS = {'alexnet': 'AlexNet', 'vgg': 'VGG', 'resnet': 'ResNet', 'patha
 @dataclasses.dataclass(frozen=True)
 class Cell:
   """One (model, encoder, bottleneck) of a table: one training run."""
+
   model: str
   encoder: str
   bottleneck: int
@@ -63,31 +64,51 @@ def _cells(models_encoders, bottlenecks=(4000,)):
 
 # The report's cells, plus GAN-VGG and GAN-Pathak, which it leaves out of Table 2.
 TABLES = {
-    1: Table('Encoder architectures in the VAE (bottleneck 4000)',
-             _cells([('vae', 'alexnet'), ('vae', 'vgg'), ('vae', 'resnet')]),
-             ('figure4', ('vae_vgg_4000', 'vae_resnet_4000', 'vae_alexnet_4000'))),
-    2: Table('Encoder architectures in the GAN (bottleneck 4000)',
-             _cells([('gan', 'alexnet'), ('gan', 'resnet'), ('gan', 'vgg'), ('gan', 'pathak')]),
-             ('figure5', ('gan_alexnet_4000', 'gan_resnet_4000'))),
-    3: Table('Bottleneck size (500 / 2000 / 4000)',
-             _cells([('vae', 'vgg'), ('vae', 'resnet'), ('gan', 'alexnet'), ('gan', 'resnet')],
-                    (500, 2000, 4000)),
-             None, by_bottleneck=True),
+    1: Table(
+        'Encoder architectures in the VAE (bottleneck 4000)',
+        _cells([('vae', 'alexnet'), ('vae', 'vgg'), ('vae', 'resnet')]),
+        ('figure4', ('vae_vgg_4000', 'vae_resnet_4000', 'vae_alexnet_4000')),
+    ),
+    2: Table(
+        'Encoder architectures in the GAN (bottleneck 4000)',
+        _cells([('gan', 'alexnet'), ('gan', 'resnet'), ('gan', 'vgg'), ('gan', 'pathak')]),
+        ('figure5', ('gan_alexnet_4000', 'gan_resnet_4000')),
+    ),
+    3: Table(
+        'Bottleneck size (500 / 2000 / 4000)',
+        _cells(
+            [('vae', 'vgg'), ('vae', 'resnet'), ('gan', 'alexnet'), ('gan', 'resnet')],
+            (500, 2000, 4000),
+        ),
+        None,
+        by_bottleneck=True,
+    ),
 }
 
 # The report's numbers (context-encoders-report, Tables 1-3): cell -> (train loss, test loss).
 # Table 3 does not say which split it shows; its 4000 column for GAN ResNet is Table 2's test
 # loss, so it is set beside our test loss. (Its other 4000 entries differ from Tables 1-2.)
 REPORT = {
-    1: {'vae_alexnet_4000': (1894.29, 1882.63), 'vae_vgg_4000': (1747.96, 1784.43),
-        'vae_resnet_4000': (1725.11, 1769.02)},
+    1: {
+        'vae_alexnet_4000': (1894.29, 1882.63),
+        'vae_vgg_4000': (1747.96, 1784.43),
+        'vae_resnet_4000': (1725.11, 1769.02),
+    },
     2: {'gan_alexnet_4000': (1798.83, 1768.69), 'gan_resnet_4000': (3030.98, 3038.22)},
-    3: {'vae_vgg_500': (None, 1817.82), 'vae_vgg_2000': (None, 1784.43),
-        'vae_vgg_4000': (None, 1808.84), 'vae_resnet_500': (None, 1819.92),
-        'vae_resnet_2000': (None, 1813.5658), 'vae_resnet_4000': (None, 1818.61),
-        'gan_alexnet_500': (None, 2101.0), 'gan_alexnet_2000': (None, 2237.55),
-        'gan_alexnet_4000': (None, 1813.56), 'gan_resnet_500': (None, 5470.18),
-        'gan_resnet_2000': (None, 4704.27), 'gan_resnet_4000': (None, 3038.22)},
+    3: {
+        'vae_vgg_500': (None, 1817.82),
+        'vae_vgg_2000': (None, 1784.43),
+        'vae_vgg_4000': (None, 1808.84),
+        'vae_resnet_500': (None, 1819.92),
+        'vae_resnet_2000': (None, 1813.5658),
+        'vae_resnet_4000': (None, 1818.61),
+        'gan_alexnet_500': (None, 2101.0),
+        'gan_alexnet_2000': (None, 2237.55),
+        'gan_alexnet_4000': (None, 1813.56),
+        'gan_resnet_500': (None, 5470.18),
+        'gan_resnet_2000': (None, 4704.27),
+        'gan_resnet_4000': (None, 3038.22),
+    },
 }
 
 
@@ -113,9 +134,15 @@ def protocol_config(protocol: str, table: int) -> ml_collections.ConfigDict:
   return c
 
 
-def cell_config(protocol: str, table: int, cell: Cell, *, dataset: str | None = None,
-                data_dir: str | None = None, overrides: dict | None = None
-                ) -> ml_collections.ConfigDict:
+def cell_config(
+    protocol: str,
+    table: int,
+    cell: Cell,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    overrides: dict | None = None,
+) -> ml_collections.ConfigDict:
   """The config that trains `cell` of `table` under `protocol`.
 
   `overrides` ({'optim.b1': 0.9, ...}) set any field of every cell, last; a string is parsed for

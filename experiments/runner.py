@@ -17,9 +17,21 @@ from ce_jax import checkpoints, evaluate, images, input_pipeline, metrics, shard
 from experiments import render, report
 
 # Fields that decide what an evaluation sees: a kept result is reused only when they are the same.
-EVAL_FIELDS = ('dataset', 'data_dir', 'train_examples', 'test_examples', 'folder_test_fraction',
-               'image_size', 'hole_size', 'mask', 'fill', 'eval_batch_size', 'seed', 'dtype',
-               'conv_impl')
+EVAL_FIELDS = (
+    'dataset',
+    'data_dir',
+    'train_examples',
+    'test_examples',
+    'folder_test_fraction',
+    'image_size',
+    'hole_size',
+    'mask',
+    'fill',
+    'eval_batch_size',
+    'seed',
+    'dtype',
+    'conv_impl',
+)
 TIMING_FILE = 'sweep_timing.json'  # in each workdir: training seconds summed over invocations
 
 log = train.log
@@ -89,8 +101,10 @@ def run_cell(cell: report.Cell, config, workdir, mesh, *, reevaluate: bool = Fal
     write_json(workdir / TIMING_FILE, {'train_seconds': train_seconds})
     done = latest_step(workdir)
     if done is None or done < n_steps:
-      raise Interrupted(f'{cell.name} stopped at step {done} of {n_steps}; run the same command '
-                        f'again to resume it.')
+      raise Interrupted(
+          f'{cell.name} stopped at step {done} of {n_steps}; run the same command '
+          f'again to resume it.'
+      )
   result = evaluate_cell(config, workdir, done, mesh, reevaluate=reevaluate)
   return result | {'train_seconds': train_seconds, 'final_step': n_steps}
 
@@ -109,22 +123,31 @@ def kept_result(config, workdir) -> dict | None:
 
 def _eval_paths(workdir: Path, step: int) -> dict:
   out = workdir / 'eval'
-  return {'train': out / f'step_{step}_train.json', 'test': out / f'step_{step}_test.json',
-          'rows': out / f'step_{step}_test_rows.npz'}
+  return {
+      'train': out / f'step_{step}_train.json',
+      'test': out / f'step_{step}_test.json',
+      'rows': out / f'step_{step}_test_rows.npz',
+  }
 
 
 def _metrics_only(values: dict) -> dict:
   return {k: values[k] for k in (*metrics.NAMES, 'images')}
 
 
-def _cell_scores(workdir: Path, step: int, scores: dict, seconds: float, evaluated_now: bool
-                 ) -> dict:
+def _cell_scores(
+    workdir: Path, step: int, scores: dict, seconds: float, evaluated_now: bool
+) -> dict:
   """A cell's result from `ce_jax.evaluate`'s scores of both splits."""
-  return {'step': step, 'workdir': str(workdir), 'rows': str(_eval_paths(workdir, step)['rows']),
-          'eval_seconds': seconds, 'evaluated_now': evaluated_now,
-          'train': _metrics_only(scores['train']['model']),
-          'test': _metrics_only(scores['test']['model']),
-          'baselines': {b: _metrics_only(scores['test'][b]) for b in report.BASELINES}}
+  return {
+      'step': step,
+      'workdir': str(workdir),
+      'rows': str(_eval_paths(workdir, step)['rows']),
+      'eval_seconds': seconds,
+      'evaluated_now': evaluated_now,
+      'train': _metrics_only(scores['train']['model']),
+      'test': _metrics_only(scores['test']['model']),
+      'baselines': {b: _metrics_only(scores['test'][b]) for b in report.BASELINES},
+  }
 
 
 def _kept_evaluation(config, workdir: Path, step: int) -> dict | None:
@@ -134,8 +157,9 @@ def _kept_evaluation(config, workdir: Path, step: int) -> dict | None:
   kept = {split: read_json(paths[split]) for split in ('train', 'test')}
   if any(r.get('sweep_key') != eval_key(config) for r in kept.values()):
     return None
-  return _cell_scores(workdir, step, kept, kept['test'].get('sweep_seconds', 0.0),
-                      evaluated_now=False)
+  return _cell_scores(
+      workdir, step, kept, kept['test'].get('sweep_seconds', 0.0), evaluated_now=False
+  )
 
 
 def evaluate_cell(config, workdir: Path, step: int, mesh, *, reevaluate: bool = False) -> dict:
@@ -152,18 +176,37 @@ def evaluate_cell(config, workdir: Path, step: int, mesh, *, reevaluate: bool = 
   scores = {}
   for split in ('test', 'train'):
     scores[split] = evaluate.evaluate(
-        gen_variables, config, mesh=mesh, split=split, eval_step=eval_step,
+        gen_variables,
+        config,
+        mesh=mesh,
+        split=split,
+        eval_step=eval_step,
         baselines=report.BASELINES if split == 'test' else (),
-        grid_path=paths[split].with_suffix('.png'))
+        grid_path=paths[split].with_suffix('.png'),
+    )
   seconds = time.perf_counter() - start
   _save_first_test_rows(paths['rows'], config, mesh, gen_variables, eval_step)
   for split, res in scores.items():
-    write_json(paths[split], res | {'step': step, 'split': split, 'dataset': config.dataset,
-                                    'sweep_key': eval_key(config), 'sweep_seconds': seconds})
-  log('%s step %d: train report loss %.4g, test report loss %.4g (mean fill %.4g, Telea %.4g)',
-      workdir.name, step, scores['train']['model']['report_loss'],
-      scores['test']['model']['report_loss'], scores['test']['mean_fill']['report_loss'],
-      scores['test']['telea']['report_loss'])
+    write_json(
+        paths[split],
+        res
+        | {
+            'step': step,
+            'split': split,
+            'dataset': config.dataset,
+            'sweep_key': eval_key(config),
+            'sweep_seconds': seconds,
+        },
+    )
+  log(
+      '%s step %d: train report loss %.4g, test report loss %.4g (mean fill %.4g, Telea %.4g)',
+      workdir.name,
+      step,
+      scores['train']['model']['report_loss'],
+      scores['test']['model']['report_loss'],
+      scores['test']['mean_fill']['report_loss'],
+      scores['test']['telea']['report_loss'],
+  )
   return _cell_scores(workdir, step, scores, seconds, evaluated_now=True)
 
 
@@ -185,16 +228,28 @@ def _save_first_test_rows(path: Path, config, mesh, gen_variables, eval_step) ->
 # A table.
 
 
-def run_table(table: int, protocol: str, root, *, dataset: str | None = None,
-              data_dir: str | None = None, cells=(), overrides: dict | None = None,
-              reevaluate: bool = False) -> dict:
+def run_table(
+    table: int,
+    protocol: str,
+    root,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    cells=(),
+    overrides: dict | None = None,
+    reevaluate: bool = False,
+) -> dict:
   """Trains and scores the cells of `table` (all, or the named `cells`), writes its files."""
   spec = _table_spec(table, cells)
   out = table_dir(root, table, protocol)
   mesh = sharding.data_mesh()
   start = time.perf_counter()
-  cell_configs = [report.cell_config(protocol, table, cell, dataset=dataset, data_dir=data_dir,
-                                     overrides=overrides) for cell in spec.cells]
+  cell_configs = [
+      report.cell_config(
+          protocol, table, cell, dataset=dataset, data_dir=data_dir, overrides=overrides
+      )
+      for cell in spec.cells
+  ]
   results = {}
   for cell, config in zip(spec.cells, cell_configs):
     workdir = out / cell.name
@@ -202,8 +257,9 @@ def run_table(table: int, protocol: str, root, *, dataset: str | None = None,
       results[cell.name] = run_cell(cell, config, workdir, mesh, reevaluate=reevaluate)
     else:
       results[cell.name] = kept_result(config, workdir)
-  summary = _summary(table, protocol, results, cell_configs[0],
-                     wall_seconds=time.perf_counter() - start)
+  summary = _summary(
+      table, protocol, results, cell_configs[0], wall_seconds=time.perf_counter() - start
+  )
   if jax.process_index() == 0:
     _write_table_files(summary, out)
   return summary
@@ -216,8 +272,10 @@ def _table_spec(table: int, cells) -> report.Table:
   spec = report.TABLES[table]
   unknown = sorted(set(cells) - set(spec.cell_names))
   if unknown:
-    raise ValueError(f'Table {table} has no cell {", ".join(unknown)}; its cells: '
-                     f'{", ".join(spec.cell_names)}.')
+    raise ValueError(
+        f'Table {table} has no cell {", ".join(unknown)}; its cells: '
+        f'{", ".join(spec.cell_names)}.'
+    )
   return spec
 
 
@@ -225,25 +283,43 @@ def _summary(table: int, protocol: str, results: dict, config, wall_seconds: flo
   """results.json: each cell's result (None: not finished) beside the report's numbers."""
   spec = report.TABLES[table]
   summary = {
-      'table': table, 'title': spec.title, 'protocol': protocol,
+      'table': table,
+      'title': spec.title,
+      'protocol': protocol,
       'config': _protocol_summary(config),
       'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
-      'wall_seconds': wall_seconds, 'cells': {}, 'baselines': None,
+      'wall_seconds': wall_seconds,
+      'cells': {},
+      'baselines': None,
   }
   for cell in spec.cells:
     res = results[cell.name]
     theirs = dict(zip(('train', 'test'), report.REPORT[table].get(cell.name, (None, None))))
-    summary['cells'][cell.name] = {'model': cell.model, 'encoder': cell.encoder,
-                                   'bottleneck': cell.bottleneck, 'report': theirs,
-                                   'finished': res is not None, **(res or {})}
+    summary['cells'][cell.name] = {
+        'model': cell.model,
+        'encoder': cell.encoder,
+        'bottleneck': cell.bottleneck,
+        'report': theirs,
+        'finished': res is not None,
+        **(res or {}),
+    }
     if res is not None and summary['baselines'] is None:
       summary['baselines'] = res['baselines']
   return summary
 
 
 def _protocol_summary(config) -> dict:
-  keys = ('image_size', 'hole_size', 'batch_size', 'num_epochs', 'num_steps', 'dataset',
-          'train_examples', 'test_examples', 'dtype')
+  keys = (
+      'image_size',
+      'hole_size',
+      'batch_size',
+      'num_epochs',
+      'num_steps',
+      'dataset',
+      'train_examples',
+      'test_examples',
+      'dtype',
+  )
   return {k: config[k] for k in keys} | {'overlap': config.mask.overlap}
 
 

@@ -42,19 +42,24 @@ def main(argv):
   options.binary_location = shutil.which('chromium') or shutil.which('google-chrome')
   for arg in ('--headless=new', '--no-sandbox', '--disable-dev-shm-usage', '--hide-scrollbars'):
     options.add_argument(arg)
-  driver = webdriver.Chrome(options=options,
-                            service=webdriver.ChromeService(shutil.which('chromedriver')))
+  driver = webdriver.Chrome(
+      options=options, service=webdriver.ChromeService(shutil.which('chromedriver'))
+  )
   try:
-    driver.execute_cdp_cmd('Emulation.setDeviceMetricsOverride', {
-        'width': SIZE[0], 'height': SIZE[1], 'deviceScaleFactor': 1, 'mobile': False})
+    driver.execute_cdp_cmd(
+        'Emulation.setDeviceMetricsOverride',
+        {'width': SIZE[0], 'height': SIZE[1], 'deviceScaleFactor': 1, 'mobile': False},
+    )
     driver.get(f'http://127.0.0.1:{server.server_address[1]}/')
 
     def wait_for(state):
       WebDriverWait(driver, 60).until(
-          lambda d: d.find_element(By.TAG_NAME, 'body').get_attribute('data-state') == state)
+          lambda d: d.find_element(By.TAG_NAME, 'body').get_attribute('data-state') == state
+      )
 
-    driver.find_element(By.ID, 'file').send_keys(str(REPO / 'ce_jax' / 'samples' /
-                                                     flags.FLAGS.photo))
+    driver.find_element(By.ID, 'file').send_keys(
+        str(REPO / 'ce_jax' / 'samples' / flags.FLAGS.photo)
+    )
     wait_for('ready')
     canvas = driver.find_element(By.ID, 'mask')
     rect = canvas.rect
@@ -62,11 +67,13 @@ def main(argv):
       driver.find_element(By.CSS_SELECTOR, f'input[value={tool}]').click()
       if size:
         driver.execute_script(
-            f'$("size").value = {size}; $("size").dispatchEvent(new Event("input"));')
+            f'$("size").value = {size}; $("size").dispatchEvent(new Event("input"));'
+        )
       a = (round((x0 - 0.5) * rect['width']), round((y0 - 0.5) * rect['height']))
       b = (round((x1 - 0.5) * rect['width']), round((y1 - 0.5) * rect['height']))
       ActionChains(driver).move_to_element_with_offset(canvas, *a).click_and_hold().move_by_offset(
-          b[0] - a[0], b[1] - a[1]).release().perform()
+          b[0] - a[0], b[1] - a[1]
+      ).release().perform()
     driver.find_element(By.ID, 'go').click()
     wait_for('done')
     path = Path(flags.FLAGS.output)

@@ -117,8 +117,13 @@ def main() -> None:
     rows.append({**credits[src], 'file': name, 'photos_file': src})
 
   with open(args.dst / 'CREDITS.tsv', 'w', newline='', encoding='utf-8') as f:
-    writer = csv.DictWriter(f, fieldnames=columns + ['photos_file'], delimiter='\t',
-                            quoting=csv.QUOTE_NONE, lineterminator='\n')
+    writer = csv.DictWriter(
+        f,
+        fieldnames=columns + ['photos_file'],
+        delimiter='\t',
+        quoting=csv.QUOTE_NONE,
+        lineterminator='\n',
+    )
     writer.writeheader()
     writer.writerows(rows)
   total = sum((args.dst / n).stat().st_size for n in names)

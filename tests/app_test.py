@@ -81,17 +81,20 @@ def test_page_and_unknown_routes(url):
   assert status == 404 and 'No endpoint /api/nope' in answer['error']
 
 
-@pytest.mark.parametrize('body, status, words', [
-    (b'not json', 400, 'not JSON'),
-    ([1, 2], 400, 'not a JSON object'),
-    ({}, 400, 'has no photo'),
-    ({'photo': 'data:image/png;base64,@@@'}, 400, 'not base64'),
-    ({'photo': 'data:text/plain;base64,aGVsbG8='}, 400, 'photo is not an image'),
-    ({'photo': png(ramp())}, 400, 'has no mask'),
-    ({'photo': png(ramp()), 'mask': 'aGVsbG8='}, 400, 'mask is not an image'),
-    ({'photo': png(ramp()), 'mask': png(np.zeros((48, 64)))}, 400, 'mask is empty'),
-    ({'photo': png(ramp()), 'mask': png(np.full((48, 64), 255))}, 400, 'Use a smaller hole'),
-])
+@pytest.mark.parametrize(
+    'body, status, words',
+    [
+        (b'not json', 400, 'not JSON'),
+        ([1, 2], 400, 'not a JSON object'),
+        ({}, 400, 'has no photo'),
+        ({'photo': 'data:image/png;base64,@@@'}, 400, 'not base64'),
+        ({'photo': 'data:text/plain;base64,aGVsbG8='}, 400, 'photo is not an image'),
+        ({'photo': png(ramp())}, 400, 'has no mask'),
+        ({'photo': png(ramp()), 'mask': 'aGVsbG8='}, 400, 'mask is not an image'),
+        ({'photo': png(ramp()), 'mask': png(np.zeros((48, 64)))}, 400, 'mask is empty'),
+        ({'photo': png(ramp()), 'mask': png(np.full((48, 64), 255))}, 400, 'Use a smaller hole'),
+    ],
+)
 def test_bad_inpaint_requests_get_a_one_line_message(url, body, status, words):
   got, answer = request(url + '/api/inpaint', body)
   assert got == status and words in answer['error'], answer
@@ -116,16 +119,20 @@ def test_huge_photos_are_downscaled_and_giant_ones_refused(url):
   Image.new('RGB', (2 * app.MAX_SIDE, 40)).save(upright, 'JPEG', exif=exif)
   photo, note = app.decode_photo(upright.getvalue())
   assert photo.shape == (app.MAX_SIDE, 20, 3) and f'from 40x{2 * app.MAX_SIDE} to 20x' in note
-  for w, h, words in ((9000, 9000, '9000x9000 px (81 megapixels); the limit is 80'),
-                      (20000, 10000, 'far more than 80 megapixels')):
+  for w, h, words in (
+      (9000, 9000, '9000x9000 px (81 megapixels); the limit is 80'),
+      (20000, 10000, 'far more than 80 megapixels'),
+  ):
     with pytest.raises(ValueError, match=re.escape(words)):  # refused before decoding
       app.decode_photo(png_header(w, h))
 
 
 def png_header(width, height) -> bytes:
   """The start of a PNG of that size: enough for Pillow to open it, not to decode it."""
+
   def chunk(kind, data):
     return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+
   header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
   return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IEND', b'')
 
@@ -134,14 +141,16 @@ def test_inpaint_answers_what_the_command_line_computes(url, model):
   """The same inpaint_photo and Telea as `python -m ce_jax.inpaint`, on two holes at once."""
   photo = inpaint.read_photo(SAMPLE)
   h, w = photo.shape[:2]
-  hole = (inpaint.hole_from_spec('30,40,20,16', h, w, model.config)
-          | inpaint.hole_from_spec('120,80,24,20', h, w, model.config))
+  hole = inpaint.hole_from_spec('30,40,20,16', h, w, model.config) | inpaint.hole_from_spec(
+      '120,80,24,20', h, w, model.config
+  )
   sent = 'data:image/jpeg;base64,' + base64.b64encode(SAMPLE.read_bytes()).decode()
   status, answer = request(url + '/api/inpaint', {'photo': sent, 'mask': png(hole * 255)})
   assert status == 200, answer
   assert (answer['width'], answer['height'], answer['holes'], answer['note']) == (w, h, 2, '')
-  expected = inpaint.inpaint_photo(photo, hole, model.config, model.variables, model.predict,
-                                   model.blend)
+  expected = inpaint.inpaint_photo(
+      photo, hole, model.config, model.variables, model.predict, model.blend
+  )
   np.testing.assert_array_equal(decode(answer['result']), expected)
   np.testing.assert_array_equal(decode(answer['telea']), baselines.telea_photo(photo, hole))
 
@@ -163,22 +172,30 @@ def test_command_line_errors_are_one_line(tmp_path):
 
 # The browser test: headless Chromium through Selenium.
 
+
 def _may_install() -> bool:
   """Installing is for throwaway machines: root, and CI=true or CE_JAX_INSTALL_BROWSER=1."""
-  asked = (os.environ.get('CI', '').lower() == 'true'
-           or os.environ.get('CE_JAX_INSTALL_BROWSER') == '1')
+  asked = (
+      os.environ.get('CI', '').lower() == 'true' or os.environ.get('CE_JAX_INSTALL_BROWSER') == '1'
+  )
   return asked and hasattr(os, 'geteuid') and os.geteuid() == 0
 
 
 def _install(*command) -> bool:
-  r = subprocess.run(command, capture_output=True, text=True, timeout=900,
-                     env=dict(os.environ, DEBIAN_FRONTEND='noninteractive'))
+  r = subprocess.run(
+      command,
+      capture_output=True,
+      text=True,
+      timeout=900,
+      env=dict(os.environ, DEBIAN_FRONTEND='noninteractive'),
+  )
   return r.returncode == 0
 
 
 def _browser_paths():
-  browser = next(filter(None, map(shutil.which, ('chromium', 'chromium-browser', 'google-chrome'))),
-                 None)
+  browser = next(
+      filter(None, map(shutil.which, ('chromium', 'chromium-browser', 'google-chrome'))), None
+  )
   return browser, shutil.which('chromedriver')
 
 
@@ -187,10 +204,14 @@ def _selenium_or_skip():
   try:
     return importlib.import_module('selenium.webdriver')
   except ImportError:
-    if not (_may_install() and _install(sys.executable, '-m', 'pip', 'install', '-q',
-                                        'selenium>=4.20,<5')):
-      pytest.skip('selenium is not installed: pip install "selenium>=4.20,<5" (or set '
-                  'CE_JAX_INSTALL_BROWSER=1 as root to let this test install it)')
+    if not (
+        _may_install()
+        and _install(sys.executable, '-m', 'pip', 'install', '-q', 'selenium>=4.20,<5')
+    ):
+      pytest.skip(
+          'selenium is not installed: pip install "selenium>=4.20,<5" (or set '
+          'CE_JAX_INSTALL_BROWSER=1 as root to let this test install it)'
+      )
     importlib.invalidate_caches()
     return importlib.import_module('selenium.webdriver')
 
@@ -205,13 +226,20 @@ def chrome():
     _install('apt-get', 'install', '-y', '-qq', 'chromium', 'chromium-driver')
     browser, driver = _browser_paths()
   if not (browser and driver):
-    pytest.skip(f'no {"chromium" if not browser else "chromedriver"} on PATH: apt-get install '
-                'chromium chromium-driver (or set CE_JAX_INSTALL_BROWSER=1 as root to let this '
-                'test install them)')
+    pytest.skip(
+        f'no {"chromium" if not browser else "chromedriver"} on PATH: apt-get install '
+        'chromium chromium-driver (or set CE_JAX_INSTALL_BROWSER=1 as root to let this '
+        'test install them)'
+    )
   options = webdriver.ChromeOptions()
   options.binary_location = browser
-  for arg in ('--headless=new', '--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu',
-              '--window-size=1100,800'):
+  for arg in (
+      '--headless=new',
+      '--no-sandbox',
+      '--disable-dev-shm-usage',
+      '--disable-gpu',
+      '--window-size=1100,800',
+  ):
     options.add_argument(arg)
   driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(driver))
   yield driver
@@ -226,7 +254,8 @@ def test_paint_a_hole_in_the_browser(url, model, chrome):
 
   def wait_for(state, timeout=60):
     WebDriverWait(chrome, timeout).until(
-        lambda d: d.find_element(By.TAG_NAME, 'body').get_attribute('data-state') == state)
+        lambda d: d.find_element(By.TAG_NAME, 'body').get_attribute('data-state') == state
+    )
     return chrome.find_element(By.ID, 'message').text
 
   chrome.get(url)
@@ -244,10 +273,12 @@ def test_paint_a_hole_in_the_browser(url, model, chrome):
   canvas = chrome.find_element(By.ID, 'mask')
   scale = canvas.rect['width'] / w  # screen px per photo px
   start = (round(-0.1 * w * scale), 0)  # from the canvas's centre
-  ActionChains(chrome).move_to_element_with_offset(canvas, *start).click_and_hold(
-      ).move_by_offset(round(0.2 * w * scale), 0).release().perform()
-  hole = app.decode_mask(app.data_url_bytes(chrome.execute_script('return maskDataURL()'), 'mask'),
-                         h, w)  # the holes exactly as the page sends them
+  ActionChains(chrome).move_to_element_with_offset(canvas, *start).click_and_hold().move_by_offset(
+      round(0.2 * w * scale), 0
+  ).release().perform()
+  hole = app.decode_mask(
+      app.data_url_bytes(chrome.execute_script('return maskDataURL()'), 'mask'), h, w
+  )  # the holes exactly as the page sends them
   ys, xs = np.nonzero(hole)
   radius = int(chrome.find_element(By.ID, 'size').get_attribute('value')) / scale / 2
   assert hole[h // 2, w // 2] and abs(ys.mean() - h / 2) < 2 and np.ptp(ys) < 2 * radius + 3

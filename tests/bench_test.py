@@ -7,9 +7,18 @@ from conftest import run_module
 
 def test_bench_command_writes_a_table_and_json(tmp_path):
   out = tmp_path / 'bench.json'
-  r = run_module('-m', 'ce_jax.bench', '--config=tiny', '--models=gan,vae', '--encoders=pathak',
-                 '--steps=2', '--pipeline_batches=2', f'--json={out}',
-                 f'--profile_dir={tmp_path / "prof"}', timeout=300)
+  r = run_module(
+      '-m',
+      'ce_jax.bench',
+      '--config=tiny',
+      '--models=gan,vae',
+      '--encoders=pathak',
+      '--steps=2',
+      '--pipeline_batches=2',
+      f'--json={out}',
+      f'--profile_dir={tmp_path / "prof"}',
+      timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   assert '| gan | pathak |' in r.stdout and '| vae | pathak |' in r.stdout
   result = json.loads(out.read_text())

@@ -39,8 +39,10 @@ def host(tree):
 
 def init_state(config, seed: int = 0) -> steps.TrainState:
   """A fresh TrainState, replicated over this process's devices as training holds it."""
-  init = jax.jit(lambda k: steps.create_train_state(config, k),
-                 out_shardings=sharding.replicated(sharding.data_mesh()))
+  init = jax.jit(
+      lambda k: steps.create_train_state(config, k),
+      out_shardings=sharding.replicated(sharding.data_mesh()),
+  )
   return init(jax.random.PRNGKey(seed))
 
 
@@ -49,8 +51,9 @@ def restore_state(workdir, config, step: int) -> steps.TrainState:
   abstract = jax.eval_shape(lambda k: steps.create_train_state(config, k), jax.random.PRNGKey(0))
   mngr = checkpoints.manager(workdir, read_only=True)
   try:
-    return checkpoints.restore_state(mngr, step, abstract,
-                                     sharding.replicated(sharding.data_mesh()))
+    return checkpoints.restore_state(
+        mngr, step, abstract, sharding.replicated(sharding.data_mesh())
+    )
   finally:
     mngr.close()
 
@@ -59,5 +62,12 @@ def run_module(*args, devices=1, timeout=240, **popen):
   """`python *args` in the repository, on `devices` host CPU devices, output captured."""
   xla_flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONUNBUFFERED='1', XLA_FLAGS=xla_flags)
-  return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=timeout, **popen)
+  return subprocess.run(
+      [sys.executable, *args],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      **popen,
+  )

@@ -20,8 +20,11 @@ from conftest import REPO
 from experiments import render, report, runner
 
 STEPS = 3
-CELLS = {1: ['vae_alexnet_4000'], 2: ['gan_alexnet_4000'],
-         3: ['gan_alexnet_500', 'gan_alexnet_4000']}
+CELLS = {
+    1: ['vae_alexnet_4000'],
+    2: ['gan_alexnet_4000'],
+    3: ['gan_alexnet_500', 'gan_alexnet_4000'],
+}
 
 
 @pytest.fixture(scope='module')
@@ -30,17 +33,36 @@ def cache(tmp_path_factory):
 
 
 def environment(cache) -> dict:
-  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONUNBUFFERED='1', JAX_PLATFORMS='cpu',
-              XLA_FLAGS='--xla_backend_optimization_level=0',
-              JAX_COMPILATION_CACHE_DIR=str(cache))
+  return dict(
+      os.environ,
+      TF_CPP_MIN_LOG_LEVEL='3',
+      PYTHONUNBUFFERED='1',
+      JAX_PLATFORMS='cpu',
+      XLA_FLAGS='--xla_backend_optimization_level=0',
+      JAX_COMPILATION_CACHE_DIR=str(cache),
+  )
 
 
 def run_sweep(root, cache, *args):
   start = time.perf_counter()
   r = subprocess.run(
-      [sys.executable, '-m', 'experiments.sweep', '--protocol=tiny', '--dataset=samples',
-       f'--root={root}', f'--compilation_cache={cache}', f'--config.num_steps={STEPS}', *args],
-      cwd=REPO, env=environment(cache), capture_output=True, text=True, timeout=400)
+      [
+          sys.executable,
+          '-m',
+          'experiments.sweep',
+          '--protocol=tiny',
+          '--dataset=samples',
+          f'--root={root}',
+          f'--compilation_cache={cache}',
+          f'--config.num_steps={STEPS}',
+          *args,
+      ],
+      cwd=REPO,
+      env=environment(cache),
+      capture_output=True,
+      text=True,
+      timeout=400,
+  )
   assert r.returncode == 0, r.stderr[-4000:]
   return r, time.perf_counter() - start
 
@@ -88,8 +110,9 @@ def test_table_has_a_row_per_cell_and_the_baselines(tables, table):
   assert base['telea']['report_loss'] < base['mean_fill']['report_loss']  # Telea is the floor
 
   assert opens(out / f'table{table}.png') == (render.Chart.W, render.Chart.H)
-  figures = ['grid.png'] + ([f'{report.TABLES[table].figure[0]}.png']
-                            if report.TABLES[table].figure else [])
+  figures = ['grid.png'] + (
+      [f'{report.TABLES[table].figure[0]}.png'] if report.TABLES[table].figure else []
+  )
   for name in figures:
     width, height = opens(out / name)
     assert width > 0 and height > 0, name
@@ -97,8 +120,10 @@ def test_table_has_a_row_per_cell_and_the_baselines(tables, table):
 
 def test_grids_show_the_same_test_images_for_every_model(tables):
   root, _ = tables
-  rows = [np.load(root / f'table{t}' / 'tiny' / CELLS[t][0] / 'eval' /
-                  f'step_{STEPS}_test_rows.npz') for t in CELLS]
+  rows = [
+      np.load(root / f'table{t}' / 'tiny' / CELLS[t][0] / 'eval' / f'step_{STEPS}_test_rows.npz')
+      for t in CELLS
+  ]
   for r in rows[1:]:
     np.testing.assert_array_equal(r['original'], rows[0]['original'])
     np.testing.assert_array_equal(r['masked'], rows[0]['masked'])
@@ -116,7 +141,8 @@ def test_rerun_reuses_the_finished_runs(tables, cache):
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == checkpoints_before
   assert (workdir / 'metrics.jsonl').read_text() == jsonl_before  # not one more step
   cell = json.loads((root / 'table1' / 'tiny' / 'results.json').read_text())['cells'][
-      'vae_alexnet_4000']
+      'vae_alexnet_4000'
+  ]
   assert cell['step'] == STEPS and not cell['evaluated_now']  # the kept evaluation
   assert rerun < seconds[1], (rerun, seconds[1])
 
@@ -138,13 +164,24 @@ def test_protocols():
   cell = report.Cell('vae', 'vgg', 2000)
   paper = report.cell_config('paper', 1, cell)
   assert (paper.image_size, paper.hole_size, paper.mask.overlap, paper.batch_size) == (
-      256, 64, 0, 32)
+      256,
+      64,
+      0,
+      32,
+  )
   assert (paper.dataset, paper.train_examples, paper.test_examples) == (
-      'places365_small', 5000, 2000)
+      'places365_small',
+      5000,
+      2000,
+  )
   assert paper.num_epochs == 100 and report.cell_config('paper', 3, cell).num_epochs == 30
   quick = report.cell_config('quick', 1, cell)
   assert (quick.image_size, quick.hole_size, quick.dataset, quick.num_steps) == (
-      128, 64, 'samples', 3000)
+      128,
+      64,
+      'samples',
+      3000,
+  )
   assert report.cell_config('quick', 3, cell, dataset='folder:/x').dataset == 'folder:/x'
   tiny = report.cell_config('tiny', 2, cell, overrides={'dtype': 'bfloat16', 'optim.b1': 0.9})
   assert (tiny.model, tiny.encoder, tiny.bottleneck, tiny.image_size) == ('vae', 'vgg', 2000, 32)
@@ -165,8 +202,14 @@ def test_overrides_set_a_field_of_every_cell():
 
 
 def test_charts_draw_missing_values(tmp_path):
-  render.bar_chart(tmp_path / 'bar.png', 'bars', ['a', 'b'], {'x': [1.0, None], 'y': [2.0, 3.0]},
-                  {'telea': 0.5})
-  render.line_chart(tmp_path / 'line.png', 'lines', ['500', '2000', '4000'],
-                   {'m': [3.0, None, 1.0], 'n': [None, None, None]}, {})
+  render.bar_chart(
+      tmp_path / 'bar.png', 'bars', ['a', 'b'], {'x': [1.0, None], 'y': [2.0, 3.0]}, {'telea': 0.5}
+  )
+  render.line_chart(
+      tmp_path / 'line.png',
+      'lines',
+      ['500', '2000', '4000'],
+      {'m': [3.0, None, 1.0], 'n': [None, None, None]},
+      {},
+  )
   assert opens(tmp_path / 'bar.png') == opens(tmp_path / 'line.png')

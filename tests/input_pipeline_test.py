@@ -68,7 +68,7 @@ def make_good_and_bad(root: Path) -> None:
   noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
   buf = io.BytesIO()
   Image.fromarray(noise).save(buf, 'JPEG')
-  (root / 'truncated.jpg').write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
+  (root / 'truncated.jpg').write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
   (root / 'notes.jpg').write_text('not an image, just text with a .jpg name\n')
   (root / 'garbage.png').write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(range(256)) * 4)
   (root / 'README.txt').write_text('not an image extension: ignored, not counted\n')
@@ -82,8 +82,9 @@ def make_numbered(root: Path, ids) -> None:
 
 def read_all(config, split='test', loader=None):
   """Every batch of a one-pass split, as numpy, and the SkipCounter."""
-  ds, skipped = input_pipeline.create_dataset(config, split, shuffle=False, repeat=False,
-                                              loader=loader)
+  ds, skipped = input_pipeline.create_dataset(
+      config, split, shuffle=False, repeat=False, loader=loader
+  )
   return list(ds), skipped
 
 
@@ -140,7 +141,7 @@ def test_places365_mock_shapes_range_and_holes():
   np.testing.assert_array_equal(b['masked'][hole], fill[hole])
   np.testing.assert_array_equal(b['masked'][~hole], b['image'][~hole])
   for img, (y, x), target in zip(b['image'], b['box'], b['target'], strict=True):
-    np.testing.assert_array_equal(target, img[y:y + h, x:x + h])
+    np.testing.assert_array_equal(target, img[y : y + h, x : x + h])
 
 
 def test_places365_not_prepared_says_how(tmp_path):
@@ -265,14 +266,21 @@ def test_device_batches_shard_over_four_devices():
       except ValueError as e:
         print('ERROR:', e)
   """)
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
-             JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2')
-  result = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
+  env = dict(
+      os.environ,
+      XLA_FLAGS='--xla_force_host_platform_device_count=4',
+      JAX_PLATFORMS='cpu',
+      TF_CPP_MIN_LOG_LEVEL='2',
+  )
+  result = subprocess.run(
+      [sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   errors = [line for line in result.stdout.splitlines() if line.startswith('ERROR:')]
-  assert errors == ['ERROR: batch_size=6 does not divide by the 4 devices; '
-                    'use a multiple of 4 (e.g. --batch_size=4).']
+  assert errors == [
+      'ERROR: batch_size=6 does not divide by the 4 devices; '
+      'use a multiple of 4 (e.g. --batch_size=4).'
+  ]
 
 
 def test_prefetch_keeps_order_reraises_and_stops_with_its_consumer():
@@ -339,10 +347,14 @@ def test_resumed_places365_stream_skips_the_batches_it_saw():
 def test_two_hosts_together_read_the_batches_of_one(tmp_path, monkeypatch, split):
   make_numbered(tmp_path, range(13))
   (tmp_path / 'img004_bad.png').write_bytes(b'not a png')  # between img004 and img005
-  config = tiny(dataset=f'folder:{tmp_path}', folder_test_fraction=float(split == 'test'),
-                batch_size=4, eval_batch_size=4)
+  config = tiny(
+      dataset=f'folder:{tmp_path}',
+      folder_test_fraction=float(split == 'test'),
+      batch_size=4,
+      eval_batch_size=4,
+  )
   n = 5 if split == 'train' else None  # test: the whole split, once
-  one, _ = (read_all(config) if split == 'test' else (first_batches(config, n, seed=2), None))
+  one, _ = read_all(config) if split == 'test' else (first_batches(config, n, seed=2), None)
   hosts = []
   for index in range(2):
     fake_hosts(monkeypatch, index, 2)
@@ -351,16 +363,22 @@ def test_two_hosts_together_read_the_batches_of_one(tmp_path, monkeypatch, split
   together = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(*hosts)]
   assert_same_batches(one, together)
   if split == 'test':  # 14 files (one unreadable) in 4 batches of 4: padding rows say valid = 0
-    assert [list(b['valid']) for b in one] == [[1, 1, 1, 1], [1, 0, 1, 1], [1, 1, 1, 1],
-                                               [1, 1, 0, 0]]
+    assert [list(b['valid']) for b in one] == [
+        [1, 1, 1, 1],
+        [1, 0, 1, 1],
+        [1, 1, 1, 1],
+        [1, 1, 0, 0],
+    ]
     assert hosts[1][-1]['valid'].sum() == 0 and not hosts[1][-1]['image'].any()
 
 
 @pytest.mark.parametrize('augment,crop_min', [(True, 0.0), (True, 0.6), (False, 0.0)])
 def test_tf_and_threaded_loaders_give_identical_batches(augment, crop_min):
   config = tiny(batch_size=6, train_crop_min=crop_min)
-  batches = {loader: first_batches(config, 3, seed=1, augment=augment, loader=loader)
-             for loader in input_pipeline.LOADERS}
+  batches = {
+      loader: first_batches(config, 3, seed=1, augment=augment, loader=loader)
+      for loader in input_pipeline.LOADERS
+  }
   assert_same_batches(*batches.values())
   tests = {loader: read_all(config, loader=loader)[0] for loader in input_pipeline.LOADERS}
   assert_same_batches(*tests.values())
@@ -372,8 +390,9 @@ def test_unreadable_train_file_gives_way_to_the_next_one(tmp_path):
   (tmp_path / 'img004_bad.jpg').write_text('not a jpeg')  # position 6
   config = tiny(dataset=f'folder:{tmp_path}', folder_test_fraction=0.0, batch_size=1)
   for loader in input_pipeline.LOADERS:
-    ds, skipped = input_pipeline.create_dataset(config, 'train', shuffle=False, augment=False,
-                                                loader=loader)
+    ds, skipped = input_pipeline.create_dataset(
+        config, 'train', shuffle=False, augment=False, loader=loader
+    )
     ids = [ids_in([b]).pop() for b in itertools.islice(ds, 16)]  # two epochs of 8 positions
     assert ids == [0, 1, 2, 2, 3, 4, 5, 5] * 2, loader  # positions 2 and 6 show their successor
     assert skipped.count == 2 and skipped.report().startswith('skipped 2 unreadable images')

@@ -21,7 +21,7 @@ def rand(*shape, lo=-1.0, hi=1.0):
 
 def centre_patch_mask(hole, overlap, batch=1):
   m = np.zeros((batch, hole, hole, 1), np.float32)
-  m[:, overlap:hole - overlap, overlap:hole - overlap] = 1
+  m[:, overlap : hole - overlap, overlap : hole - overlap] = 1
   return m
 
 
@@ -29,11 +29,11 @@ def np_dilate(mask, r):
   """Max over the (2r+1)x(2r+1) window around each pixel (zero outside), float64."""
   b, h, w, c = mask.shape
   padded = np.zeros((b, h + 2 * r, w + 2 * r, c))
-  padded[:, r:r + h, r:r + w] = mask
+  padded[:, r : r + h, r : r + w] = mask
   out = np.zeros((b, h, w, c))
   for dy in range(2 * r + 1):
     for dx in range(2 * r + 1):
-      out = np.maximum(out, padded[:, dy:dy + h, dx:dx + w])
+      out = np.maximum(out, padded[:, dy : dy + h, dx : dx + w])
   return out
 
 
@@ -44,6 +44,7 @@ def np_overlap_weights(mask, overlap, weight):
 
 
 # ------------------------------------------------------------------------------ masked L2
+
 
 def test_masked_l2_matches_numpy():
   pred, target = rand(3, 8, 8, 3), rand(3, 8, 8, 3)
@@ -63,6 +64,7 @@ def test_masked_l2_bfloat16_prediction_is_promoted():
 
 
 # ------------------------------------------------------------------------- overlap weights
+
 
 def test_overlap_weights_centre_box_64_overlap_4():
   m = centre_patch_mask(64, 4)
@@ -106,6 +108,7 @@ def test_reconstruction_loss_uses_overlap_weights():
 
 # ---------------------------------------------------------------------------------- KL
 
+
 def test_kl_closed_form():
   mu, logvar = rand(4, 7, lo=-2, hi=2), rand(4, 7, lo=-3, hi=2)
   s2 = np.exp(logvar.astype(np.float64))
@@ -114,19 +117,23 @@ def test_kl_closed_form():
   assert got.shape == (4,)
   np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(
-      np.asarray(losses.kl_divergence(jnp.zeros((2, 5)), jnp.zeros((2, 5)))), 0.0, atol=0)
+      np.asarray(losses.kl_divergence(jnp.zeros((2, 5)), jnp.zeros((2, 5)))), 0.0, atol=0
+  )
 
 
 @pytest.mark.parametrize('mu,sigma', [(0.0, 1.0), (1.5, 0.5), (-0.7, 2.0), (0.3, 0.1)])
 def test_kl_1d_numerical_integration_and_monte_carlo(mu, sigma):
-  got = float(losses.kl_divergence(jnp.asarray([[mu]], jnp.float32),
-                                   jnp.asarray([[2 * np.log(sigma)]], jnp.float32))[0])
+  got = float(
+      losses.kl_divergence(
+          jnp.asarray([[mu]], jnp.float32), jnp.asarray([[2 * np.log(sigma)]], jnp.float32)
+      )[0]
+  )
 
   def log_q(z):
     return -0.5 * ((z - mu) / sigma) ** 2 - np.log(sigma) - 0.5 * np.log(2 * np.pi)
 
   def log_p(z):
-    return -0.5 * z ** 2 - 0.5 * np.log(2 * np.pi)
+    return -0.5 * z**2 - 0.5 * np.log(2 * np.pi)
 
   z = np.linspace(mu - 14 * sigma, mu + 14 * sigma, 200_001)
   integrand = np.exp(log_q(z)) * (log_q(z) - log_p(z))
@@ -141,19 +148,23 @@ def test_kl_1d_numerical_integration_and_monte_carlo(mu, sigma):
 
 # ------------------------------------------------------------------------- adversarial
 
+
 def np_neg_log_sigmoid(x):
   return -np.log(1.0 / (1.0 + np.exp(-np.asarray(x, np.float64))))
 
 
 def test_discriminator_and_adversarial_losses_match_numpy():
   real, fake = rand(16, lo=-6, hi=6), rand(16, lo=-6, hi=6)
-  ref_d = np.mean(np_neg_log_sigmoid(real)) + np.mean(-np.log(1 - 1 / (1 + np.exp(-fake.astype(np.float64)))))
+  ref_d = np.mean(np_neg_log_sigmoid(real)) + np.mean(
+      -np.log(1 - 1 / (1 + np.exp(-fake.astype(np.float64))))
+  )
   ref_a = np.mean(np_neg_log_sigmoid(fake))
   np.testing.assert_allclose(float(losses.discriminator_loss(real, fake)), ref_d, rtol=1e-5)
   np.testing.assert_allclose(float(losses.adversarial_loss(fake)), ref_a, rtol=1e-5)
   # A perfect discriminator has loss 0; a confused one log 4.
-  np.testing.assert_allclose(float(losses.discriminator_loss(jnp.zeros(3), jnp.zeros(3))),
-                             2 * np.log(2), rtol=1e-6)
+  np.testing.assert_allclose(
+      float(losses.discriminator_loss(jnp.zeros(3), jnp.zeros(3))), 2 * np.log(2), rtol=1e-6
+  )
 
 
 def test_huge_logits_stay_finite():
@@ -171,9 +182,12 @@ def test_huge_logits_stay_finite():
 
 # ------------------------------------------------------------------------------- joint
 
+
 def _batch(hole=16, overlap=2, b=2):
-  return {'target': jnp.asarray(rand(b, hole, hole, 3)),
-          'patch_mask': jnp.asarray(centre_patch_mask(hole, overlap, b))}
+  return {
+      'target': jnp.asarray(rand(b, hole, hole, 3)),
+      'patch_mask': jnp.asarray(centre_patch_mask(hole, overlap, b)),
+  }
 
 
 def test_gan_generator_loss_weights():
@@ -199,14 +213,17 @@ def test_vae_loss(kl_weight):
   total, parts = losses.vae_loss(pred, jnp.asarray(mu), jnp.asarray(logvar), batch, c)
   w = np_overlap_weights(np.asarray(batch['patch_mask']), 2, 10.0)
   rec = np.mean(w * (np.asarray(pred, np.float64) - np.asarray(batch['target'])) ** 2)
-  kl = np.mean(0.5 * np.sum(np.exp(logvar.astype(np.float64)) + mu.astype(np.float64) ** 2 - 1
-                            - logvar, axis=-1))
+  kl = np.mean(
+      0.5
+      * np.sum(np.exp(logvar.astype(np.float64)) + mu.astype(np.float64) ** 2 - 1 - logvar, axis=-1)
+  )
   np.testing.assert_allclose(float(parts['rec_loss']), rec, rtol=1e-5)
   np.testing.assert_allclose(float(parts['kl']), kl, rtol=1e-5)
   np.testing.assert_allclose(float(total), rec + kl_weight * kl / (16 * 16 * 3), rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------ report
+
 
 def test_report_loss_hand_computed():
   # A constant error of 0.5 over a 4x4 hole x 3 channels: 16 * 3 * 0.25 = 12.

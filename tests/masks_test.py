@@ -20,8 +20,7 @@ def mask_cfg(kind='center', overlap=2, **kw):
 
 
 def sample(kind, b=8, seed=0, size=32, hole=16, overlap=2, **kw):
-  region, corner = masks.sample(jax.random.key(seed), b, mask_cfg(kind, overlap, **kw), size,
-                                hole)
+  region, corner = masks.sample(jax.random.key(seed), b, mask_cfg(kind, overlap, **kw), size, hole)
   return np.asarray(region), np.asarray(corner)
 
 
@@ -30,11 +29,13 @@ def rand_images(b=3, size=32, seed=0):
 
 
 def np_crop(x, corner, h):
-  return np.stack([xi[y:y + h, x_:x_ + h]
-                   for xi, (y, x_) in zip(np.asarray(x), np.asarray(corner))])
+  return np.stack(
+      [xi[y : y + h, x_ : x_ + h] for xi, (y, x_) in zip(np.asarray(x), np.asarray(corner))]
+  )
 
 
 # -------------------------------------------------------------------------------- centre
+
 
 @pytest.mark.parametrize('size,hole,overlap', [(32, 16, 2), (128, 64, 4), (256, 64, 0)])
 def test_center_mask_is_exact_centre_box(size, hole, overlap):
@@ -43,7 +44,7 @@ def test_center_mask_is_exact_centre_box(size, hole, overlap):
   assert masks.center_corner(size, hole) == (o, o)
   assert corner.dtype == np.int32 and corner.tolist() == [[o, o]] * 2
   expected = np.zeros((size, size), np.float32)
-  expected[o + overlap:o + hole - overlap, o + overlap:o + hole - overlap] = 1
+  expected[o + overlap : o + hole - overlap, o + overlap : o + hole - overlap] = 1
   assert region.shape == (2, size, size, 1) and region.dtype == np.float32
   for r in region:
     np.testing.assert_array_equal(r[..., 0], expected)
@@ -73,12 +74,13 @@ def test_box_region():
 
 # ------------------------------------------------------------------------- block / freeform
 
+
 def check_inside_box(region, corner, size, hole, overlap):
   assert np.all((corner >= 0) & (corner <= size - hole))
   for r, (y, x) in zip(region[..., 0], corner):
     assert r.sum() > 0
     outside = r.copy()
-    outside[y + overlap:y + hole - overlap, x + overlap:x + hole - overlap] = 0
+    outside[y + overlap : y + hole - overlap, x + overlap : x + hole - overlap] = 0
     assert not outside.any(), 'region leaves the box shrunk by the overlap'
     assert set(np.unique(r)) <= {0.0, 1.0}
 
@@ -126,6 +128,7 @@ def test_freeform_stays_inside_overlap_for_wide_strokes():
 
 
 # ------------------------------------------------------------------------------ file masks
+
 
 def write_png(path, array):
   Image.fromarray(array.astype(np.uint8)).save(path)
@@ -199,7 +202,7 @@ def test_box_around_keeps_region_inside_overlap(seed):
   h, w = rng.integers(1, hole - 2 * overlap + 1, 2)
   y0, x0 = rng.integers(overlap + 8, 64 - overlap - 8 - np.array([h, w]))
   region = np.zeros((64, 64), np.float32)
-  region[y0:y0 + h, x0:x0 + w] = 1
+  region[y0 : y0 + h, x0 : x0 + w] = 1
   y, x = masks.box_around(region, hole, overlap)
   assert y + overlap <= y0 and y0 + h <= y + hole - overlap
   assert x + overlap <= x0 and x0 + w <= x + hole - overlap
@@ -222,6 +225,7 @@ def test_file_mask_through_make_batch(tmp_path):
 
 # ------------------------------------------------------------------------------ make_batch
 
+
 @pytest.mark.parametrize('kind', ['center', 'block', 'freeform'])
 def test_make_batch(kind):
   c = tiny(mask__kind=kind)
@@ -237,8 +241,9 @@ def test_make_batch(kind):
   np.testing.assert_array_equal(np.asarray(batch['target']), np_crop(img, batch['box'], 16))
   np.testing.assert_array_equal(np.asarray(batch['patch_mask']), np_crop(m, batch['box'], 16))
   # The whole region lies inside the patch box.
-  np.testing.assert_array_equal(np.asarray(batch['patch_mask']).sum(axis=(1, 2, 3)),
-                                m.sum(axis=(1, 2, 3)))
+  np.testing.assert_array_equal(
+      np.asarray(batch['patch_mask']).sum(axis=(1, 2, 3)), m.sum(axis=(1, 2, 3))
+  )
   # Pasting the true patch back reconstructs the image exactly.
   back = masks.paste(images, batch['target'], batch['box'], batch['mask'])
   np.testing.assert_array_equal(np.asarray(back), img)
@@ -267,8 +272,9 @@ def test_fill_hole():
   region = np.zeros((2, 32, 32, 1), np.float32)
   region[0, 3:5, 7:9] = 1
   out = np.asarray(masks.fill_hole(images, jnp.asarray(region), (0.1, -0.2, 0.3)))
-  np.testing.assert_allclose(out[0, 3:5, 7:9], np.broadcast_to([0.1, -0.2, 0.3], (2, 2, 3)),
-                             rtol=1e-7)
+  np.testing.assert_allclose(
+      out[0, 3:5, 7:9], np.broadcast_to([0.1, -0.2, 0.3], (2, 2, 3)), rtol=1e-7
+  )
   keep = np.broadcast_to(region == 0, out.shape)
   np.testing.assert_array_equal(out[keep], np.asarray(images)[keep])
   np.testing.assert_array_equal(out[1], np.asarray(images)[1])
@@ -283,6 +289,7 @@ def test_crop():
 
 
 # ---------------------------------------------------------------------------------- errors
+
 
 def test_unknown_kind_raises():
   with pytest.raises(ValueError, match="'circle'"):

@@ -28,16 +28,16 @@ def np_ssim(a, b, size=11, sigma=1.5, k1=0.01, k2=0.03):
 
   def blur(z):  # (B, H, W, C)
     h, w = z.shape[1] - size + 1, z.shape[2] - size + 1
-    y = sum(g[i] * z[:, i:i + h] for i in range(size))
-    return sum(g[i] * y[:, :, i:i + w] for i in range(size))
+    y = sum(g[i] * z[:, i : i + h] for i in range(size))
+    return sum(g[i] * y[:, :, i : i + w] for i in range(size))
 
   mu_a, mu_b = blur(a), blur(b)
-  s_aa = np.maximum(blur(a * a) - mu_a ** 2, 0)
-  s_bb = np.maximum(blur(b * b) - mu_b ** 2, 0)
+  s_aa = np.maximum(blur(a * a) - mu_a**2, 0)
+  s_bb = np.maximum(blur(b * b) - mu_b**2, 0)
   s_ab = blur(a * b) - mu_a * mu_b
   s_ab = np.sign(s_ab) * np.minimum(np.sqrt(s_aa * s_bb), np.abs(s_ab))
-  c1, c2 = k1 ** 2, k2 ** 2
-  m = ((2 * mu_a * mu_b + c1) * (2 * s_ab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (s_aa + s_bb + c2))
+  c1, c2 = k1**2, k2**2
+  m = ((2 * mu_a * mu_b + c1) * (2 * s_ab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (s_aa + s_bb + c2))
   return m.mean(axis=(1, 2, 3))
 
 
@@ -45,12 +45,12 @@ def np_metrics(filled, batch):
   filled = np.asarray(filled, np.float64)
   box, target = np.asarray(batch['box']), np.asarray(batch['target'], np.float64)
   h = target.shape[1]
-  pred = np.stack([f[y:y + h, x:x + h] for f, (y, x) in zip(filled, box)])
+  pred = np.stack([f[y : y + h, x : x + h] for f, (y, x) in zip(filled, box)])
   m = np.asarray(batch['patch_mask'], np.float64)
   unit = lambda x: np.clip((x + 1) / 2, 0, 1)
   n = 3 * m.sum(axis=(1, 2, 3))
   err = (unit(pred) - unit(target)) * m
-  mse = (err ** 2).sum(axis=(1, 2, 3)) / n
+  mse = (err**2).sum(axis=(1, 2, 3)) / n
   return {
       'l1': 100 * np.abs(err).sum(axis=(1, 2, 3)) / n,
       'l2': 100 * mse,
@@ -64,8 +64,9 @@ def np_metrics(filled, batch):
 def test_per_image_matches_numpy(kind):
   batch = make_batch(kind, b=4, seed=1)
   noise = np.random.default_rng(2).normal(0, 0.3, batch['image'].shape).astype(np.float32)
-  filled = masks.paste(batch['image'], batch['target'] + noise[:, :16, :16], batch['box'],
-                       batch['mask'])
+  filled = masks.paste(
+      batch['image'], batch['target'] + noise[:, :16, :16], batch['box'], batch['mask']
+  )
   got = jax.jit(metrics.per_image)(filled, batch)
   ref = np_metrics(filled, batch)
   assert set(got) == set(metrics.NAMES)
@@ -117,23 +118,30 @@ def test_ssim_identical_and_different():
 
 
 def test_to_unit():
-  np.testing.assert_allclose(np.asarray(metrics.to_unit(jnp.asarray([-3.0, -1.0, 0.0, 0.5, 2.0]))),
-                             [0.0, 0.0, 0.5, 0.75, 1.0])
+  np.testing.assert_allclose(
+      np.asarray(metrics.to_unit(jnp.asarray([-3.0, -1.0, 0.0, 0.5, 2.0]))),
+      [0.0, 0.0, 0.5, 0.75, 1.0],
+  )
 
 
 # -------------------------------------------------------------------------------- Average
 
+
 def test_average_excludes_padding_rows():
   avg = metrics.Average()
-  avg.update({'l1': np.array([1.0, 2.0, 100.0]), 'psnr': np.array([10.0, 20.0, 1e6])},
-             valid=np.array([1.0, 1.0, 0.0]))
+  avg.update(
+      {'l1': np.array([1.0, 2.0, 100.0]), 'psnr': np.array([10.0, 20.0, 1e6])},
+      valid=np.array([1.0, 1.0, 0.0]),
+  )
   avg.update({'l1': np.array([3.0, 4.0, 5.0]), 'psnr': np.array([30.0, 40.0, 50.0])})
   res = avg.result()
   assert res['images'] == 5
   assert res['l1'] == pytest.approx((1 + 2 + 3 + 4 + 5) / 5, rel=1e-12)
   assert res['psnr'] == pytest.approx((10 + 20 + 30 + 40 + 50) / 5, rel=1e-12)
-  avg.update({'l1': jnp.asarray([7.0, 9.0]), 'psnr': jnp.asarray([0.0, 0.0])},
-             valid=jnp.asarray([0.0, 0.0]))
+  avg.update(
+      {'l1': jnp.asarray([7.0, 9.0]), 'psnr': jnp.asarray([0.0, 0.0])},
+      valid=jnp.asarray([0.0, 0.0]),
+  )
   assert avg.result() == res
 
 
@@ -149,6 +157,7 @@ def test_average_ignores_non_finite_padding_rows():
 
 
 # ------------------------------------------------------------------------------ baselines
+
 
 def test_mean_fill_matches_numpy():
   batch = make_batch('freeform', b=3, seed=6)
@@ -178,8 +187,14 @@ def test_baselines_beat_zero_fill_on_a_smooth_image():
   image = np.stack([0.2 + 0.6 * xx, 0.9 - 0.5 * yy, 0.3 + 0.3 * (xx + yy)], -1)
   batch = make_batch('center', images=image[None].repeat(2, 0))
   zero = jnp.where(batch['mask'] > 0, 0.0, batch['image'])
-  score = lambda filled: float(np.mean(np.asarray(metrics.per_image(jnp.asarray(filled), batch)['l2'])))
-  zero_l2, mean_l2, telea_l2 = score(zero), score(baselines.mean_fill(batch)), score(baselines.telea(batch))
+  score = lambda filled: float(
+      np.mean(np.asarray(metrics.per_image(jnp.asarray(filled), batch)['l2']))
+  )
+  zero_l2, mean_l2, telea_l2 = (
+      score(zero),
+      score(baselines.mean_fill(batch)),
+      score(baselines.telea(batch)),
+  )
   assert mean_l2 < 0.5 * zero_l2, (mean_l2, zero_l2)
   assert telea_l2 < 0.5 * mean_l2, (telea_l2, mean_l2)  # a smooth ramp is easy to continue
 

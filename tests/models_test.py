@@ -43,7 +43,7 @@ def init_shapes(config, train=False):
   gen, disc = models.create(config, train=train)
   image = jax.ShapeDtypeStruct((B, config.image_size, config.image_size, 3), jnp.float32)
   gen_vars = jax.eval_shape(lambda k, x: gen.init({'params': k}, x), jax.random.key(0), image)
-  (patch, extras) = jax.eval_shape(lambda v, x: gen.apply(v, x), gen_vars, image)
+  patch, extras = jax.eval_shape(lambda v, x: gen.apply(v, x), gen_vars, image)
   out = {'gen_vars': gen_vars, 'patch': patch, 'extras': extras}
   if disc is not None:
     p = jax.ShapeDtypeStruct((B, config.hole_size, config.hole_size, 3), jnp.float32)
@@ -55,9 +55,13 @@ def init_shapes(config, train=False):
 
 # ------------------------------------------------------------------------------------- shapes
 
-SHAPE_CASES = [(m, e, s, min(64, s // 2), name)
-               for name in ('default', 'tiny')
-               for m in models.MODELS for e in models.ENCODERS for s in models.IMAGE_SIZES]
+SHAPE_CASES = [
+    (m, e, s, min(64, s // 2), name)
+    for name in ('default', 'tiny')
+    for m in models.MODELS
+    for e in models.ENCODERS
+    for s in models.IMAGE_SIZES
+]
 
 
 @pytest.mark.parametrize('model,encoder,size,hole,name', SHAPE_CASES)
@@ -79,6 +83,7 @@ def test_output_shapes_eval_shape(model, encoder, size, hole, name):
 
 
 # ------------------------------------------------------------------------- parameter count
+
 
 def test_pathak_generator_has_71m_parameters():
   # The original Torch release's generator at 128/64 with a 4000-unit bottleneck has ~71 M
@@ -135,6 +140,7 @@ def test_no_bias_before_batchnorm_any_encoder(model, encoder):
 
 # ------------------------------------------------------------------------------ encoders
 
+
 def test_stage_widths():
   assert models.stage_widths(5, 64) == [64, 64, 128, 256, 512]
   assert models.stage_widths(5, 64, num_top=2) == [64, 128, 256, 512, 512]
@@ -153,8 +159,9 @@ def test_pathak_encoder_stage_widths_in_params():
 def test_vgg_encoder_block_widths_in_params():
   c = preset('pathak', encoder='vgg', bottleneck=500)
   params = init_shapes(c)['gen_vars']['params']['encoder']
-  widths = [params[f'Conv_{i}']['kernel'].shape[-1] for i in range(len(params))
-            if f'Conv_{i}' in params]
+  widths = [
+      params[f'Conv_{i}']['kernel'].shape[-1] for i in range(len(params)) if f'Conv_{i}' in params
+  ]
   # Blocks of 3x3 convs: two per block below 256 channels, three from 256: 64-128-256-512-512.
   assert widths == [64] * 2 + [128] * 2 + [256] * 3 + [512] * 3 + [512] * 3
   assert all(params[f'Conv_{i}']['kernel'].shape[:2] == (3, 3) for i in range(len(widths)))
@@ -174,6 +181,7 @@ def test_encoder_ends_at_4x4x8width(encoder, size):
 
 
 # --------------------------------------------------------------------------- initialisation
+
 
 @pytest.fixture(scope='module')
 def pathak_init():
@@ -197,8 +205,9 @@ def test_init_conv_kernels_normal_002(pathak_init):
 
 
 def test_init_batchnorm_scale_and_biases(pathak_init):
-  scales = np.concatenate([np.asarray(v).ravel() for k, v in pathak_init.items()
-                           if k.endswith('scale')])
+  scales = np.concatenate(
+      [np.asarray(v).ravel() for k, v in pathak_init.items() if k.endswith('scale')]
+  )
   assert scales.size > 2000
   assert abs(scales.mean() - 1.0) < 0.002
   assert abs(scales.std() - 0.02) < 0.002
@@ -209,6 +218,7 @@ def test_init_batchnorm_scale_and_biases(pathak_init):
 
 
 # --------------------------------------------------------------------------------------- VAE
+
 
 @pytest.fixture(scope='module')
 def tiny_vae():
@@ -234,8 +244,9 @@ def test_vae_sampling_is_keyed(tiny_vae):
   np.testing.assert_array_equal(np.asarray(e1['mu']), np.asarray(ea['mu']))
   assert np.max(np.abs(np.asarray(m1) - np.asarray(a))) > 1e-4
   decoder = models.Decoder(width=8, hole_size=16)
-  decoded = jit_apply(decoder)({'params': v['params']['decoder'],
-                           'batch_stats': v['batch_stats']['decoder']}, e1['mu'])
+  decoded = jit_apply(decoder)(
+      {'params': v['params']['decoder'], 'batch_stats': v['batch_stats']['decoder']}, e1['mu']
+  )
   np.testing.assert_allclose(np.asarray(decoded), np.asarray(m1), atol=1e-6)
 
 
@@ -243,8 +254,10 @@ def test_vae_sampling_uses_sigma(tiny_vae):
   """With the logvar head pushed to -inf, z = mu even with a key."""
   _, gen, v, x = tiny_vae
   params = dict(v['params'])
-  params['logvar'] = {'kernel': jnp.zeros_like(params['logvar']['kernel']),
-                      'bias': jnp.full_like(params['logvar']['bias'], -200.0)}
+  params['logvar'] = {
+      'kernel': jnp.zeros_like(params['logvar']['kernel']),
+      'bias': jnp.full_like(params['logvar']['bias'], -200.0),
+  }
   v2 = {'params': params, 'batch_stats': v['batch_stats']}
   apply = jit_apply(gen)
   a, _ = apply(v2, x, fast_key(7))
@@ -254,12 +267,15 @@ def test_vae_sampling_uses_sigma(tiny_vae):
 
 # ------------------------------------------------------------------------ gradients reach all
 
+
 def _nonzero_everywhere(grads):
   return {k: bool(np.any(np.asarray(g) != 0)) for k, g in flat(grads).items()}
 
 
 # Encoders are shared by both models: the GAN (with its discriminator) on pathak, the VAE on all.
-@pytest.mark.parametrize('model,encoder', [('gan', 'pathak')] + [('vae', e) for e in models.ENCODERS])
+@pytest.mark.parametrize(
+    'model,encoder', [('gan', 'pathak')] + [('vae', e) for e in models.ENCODERS]
+)
 def test_gradients_reach_every_parameter(model, encoder):
   c = tiny(model=model, encoder=encoder)
   gen, disc = models.create(c, train=True)
@@ -272,8 +288,9 @@ def test_gradients_reach_every_parameter(model, encoder):
   gv = init(gen, x, 2)
 
   def gen_loss(params, disc_vars):
-    (pred, extras), _ = gen.apply({'params': params, 'batch_stats': gv['batch_stats']}, x, key,
-                                  mutable=['batch_stats'])
+    (pred, extras), _ = gen.apply(
+        {'params': params, 'batch_stats': gv['batch_stats']}, x, key, mutable=['batch_stats']
+    )
     if model == 'vae':
       return losses.vae_loss(pred, extras['mu'], extras['logvar'], batch, c)[0]
     logits, _ = disc.apply(disc_vars, pred, mutable=['batch_stats'])
@@ -288,14 +305,17 @@ def test_gradients_reach_every_parameter(model, encoder):
     g = jax.grad(gen_loss)(gp, dv)
     if dv is None:
       return g, None
-    pred = gen.apply({'params': gp, 'batch_stats': gv['batch_stats']}, x,
-                     mutable=['batch_stats'])[0][0]
+    pred = gen.apply({'params': gp, 'batch_stats': gv['batch_stats']}, x, mutable=['batch_stats'])[
+        0
+    ][0]
 
     def d_loss(dp):
-      real, _ = disc.apply({'params': dp, 'batch_stats': dv['batch_stats']}, target,
-                           mutable=['batch_stats'])
-      fake, _ = disc.apply({'params': dp, 'batch_stats': dv['batch_stats']}, pred,
-                           mutable=['batch_stats'])
+      real, _ = disc.apply(
+          {'params': dp, 'batch_stats': dv['batch_stats']}, target, mutable=['batch_stats']
+      )
+      fake, _ = disc.apply(
+          {'params': dp, 'batch_stats': dv['batch_stats']}, pred, mutable=['batch_stats']
+      )
       return losses.discriminator_loss(real, fake)
 
     return g, jax.grad(d_loss)(dv['params'])
@@ -310,6 +330,7 @@ def test_gradients_reach_every_parameter(model, encoder):
 
 
 # ------------------------------------------------------------------------------- BatchNorm
+
 
 @pytest.fixture(scope='module')
 def tiny_gan():
@@ -355,6 +376,7 @@ def test_eval_output_independent_of_batch(tiny_gan):
 
 # -------------------------------------------------------------------------------- bfloat16
 
+
 @pytest.mark.parametrize('model', models.MODELS)
 def test_bfloat16_compute(model):
   c32 = tiny(model=model)
@@ -389,16 +411,20 @@ def test_bfloat16_compute(model):
 
 # ---------------------------------------------------------------------------------- errors
 
-@pytest.mark.parametrize('field,value', [
-    ('model', 'diffusion'),
-    ('encoder', 'vit'),
-    ('image_size', 100),
-    ('image_size', 512),
-    ('hole_size', 48),
-    ('hole_size', 0),
-    ('dtype', 'float16'),
-    ('bottleneck', 0),
-])
+
+@pytest.mark.parametrize(
+    'field,value',
+    [
+        ('model', 'diffusion'),
+        ('encoder', 'vit'),
+        ('image_size', 100),
+        ('image_size', 512),
+        ('hole_size', 48),
+        ('hole_size', 0),
+        ('dtype', 'float16'),
+        ('bottleneck', 0),
+    ],
+)
 def test_create_rejects_bad_config(field, value):
   c = tiny(**{field: value})
   with pytest.raises(ValueError) as e:

@@ -15,9 +15,18 @@ import pytest
 from ce_jax import checkpoints, platform
 from conftest import REPO
 
-TRAIN = ['-m', 'ce_jax.train', '--config=tiny', '--dataset=samples', '--batch_size=8',
-         '--eval_batch_size=8', '--log_every=1', '--eval_every=3', '--checkpoint_every=3',
-         '--config.eval_examples=8']
+TRAIN = [
+    '-m',
+    'ce_jax.train',
+    '--config=tiny',
+    '--dataset=samples',
+    '--batch_size=8',
+    '--eval_batch_size=8',
+    '--log_every=1',
+    '--eval_every=3',
+    '--checkpoint_every=3',
+    '--config.eval_examples=8',
+]
 
 
 def _free_port() -> int:
@@ -27,8 +36,12 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict:
-  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONUNBUFFERED='1',
-              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  return dict(
+      os.environ,
+      TF_CPP_MIN_LOG_LEVEL='3',
+      PYTHONUNBUFFERED='1',
+      XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+  )
 
 
 def _train_processes(workdir: Path, num_steps: int, processes: int) -> None:
@@ -36,14 +49,34 @@ def _train_processes(workdir: Path, num_steps: int, processes: int) -> None:
   args = [*TRAIN, f'--num_steps={num_steps}', f'--workdir={workdir}']
   if processes > 1:
     port = _free_port()
-    launched = [subprocess.Popen(
-        [sys.executable, *args, f'--coordinator_address=127.0.0.1:{port}',
-         f'--num_processes={processes}', f'--process_id={i}'],
-        cwd=REPO, env=_env(4 // processes), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True) for i in range(processes)]
+    launched = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                *args,
+                f'--coordinator_address=127.0.0.1:{port}',
+                f'--num_processes={processes}',
+                f'--process_id={i}',
+            ],
+            cwd=REPO,
+            env=_env(4 // processes),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(processes)
+    ]
   else:
-    launched = [subprocess.Popen([sys.executable, *args], cwd=REPO, env=_env(4),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
+    launched = [
+        subprocess.Popen(
+            [sys.executable, *args],
+            cwd=REPO,
+            env=_env(4),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    ]
   for i, p in enumerate(launched):
     out, _ = p.communicate(timeout=300)
     assert p.returncode == 0, f'process {i} of {processes}:\n{out[-3000:]}'
@@ -67,8 +100,9 @@ def test_two_processes_train_and_resume_like_one(tmp_path):
 
   one_losses, two_losses = _losses(one), _losses(two)
   assert sorted(one_losses) == sorted(two_losses) == [1, 2, 3, 4, 5]
-  np.testing.assert_allclose([two_losses[s] for s in range(1, 6)],
-                             [one_losses[s] for s in range(1, 6)], rtol=1e-5)
+  np.testing.assert_allclose(
+      [two_losses[s] for s in range(1, 6)], [one_losses[s] for s in range(1, 6)], rtol=1e-5
+  )
   assert sorted(int(p.name) for p in (two / 'checkpoints').iterdir() if p.name.isdigit()) == [3, 5]
   for step in (3, 5):
     a, b = _generator(one, step), _generator(two, step)
@@ -88,7 +122,10 @@ def test_distributed_request_from_flags_and_environment():
   assert platform.distributed_request(environ={'JAX_COORDINATOR_ADDRESS': 'h:1'}) == {}
   assert platform.distributed_request(distributed=True, environ={}) == {}
   assert platform.distributed_request('h:1', 2, 1, environ={}) == {
-      'coordinator_address': 'h:1', 'num_processes': 2, 'process_id': 1}
+      'coordinator_address': 'h:1',
+      'num_processes': 2,
+      'process_id': 1,
+  }
   with pytest.raises(ValueError, match='missing --num_processes, --process_id'):
     platform.distributed_request('h:1', environ={})
   with pytest.raises(ValueError, match=r'--process_id=2 must be in \[0, --num_processes=2\)'):

@@ -44,8 +44,9 @@ def test_places365_without_tensorflow_says_what_to_install():
   r = run_module('-c', code, timeout=120)
   assert r.returncode == 0, r.stderr[-3000:]
   errors = [line for line in r.stdout.splitlines() if line.startswith('ERROR:')]
-  expected = ("ERROR: places365_small needs TensorFlow and tensorflow-datasets: "
-              "pip install 'ce_jax[tf]'")
+  expected = (
+      'ERROR: places365_small needs TensorFlow and tensorflow-datasets: ' "pip install 'ce_jax[tf]'"
+  )
   assert errors == [expected, expected]
   assert 'TF_MODULES []' in r.stdout
 

@@ -70,9 +70,15 @@ def kernel(tmp_path, monkeypatch, cache):
   """A kernelspec that runs this interpreter, first on JUPYTER_PATH; a CPU-only environment."""
   spec = tmp_path / 'jupyter' / 'kernels' / KERNEL
   spec.mkdir(parents=True)
-  (spec / 'kernel.json').write_text(json.dumps({
-      'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
-      'display_name': 'ce_jax (tests)', 'language': 'python'}))
+  (spec / 'kernel.json').write_text(
+      json.dumps(
+          {
+              'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
+              'display_name': 'ce_jax (tests)',
+              'language': 'python',
+          }
+      )
+  )
   monkeypatch.setenv('JUPYTER_PATH', str(tmp_path / 'jupyter'))
   # `!python -m ...` in the notebooks: this interpreter too.
   monkeypatch.setenv('PATH', f'{Path(sys.executable).parent}{os.pathsep}{os.environ["PATH"]}')
@@ -88,8 +94,13 @@ def kernel(tmp_path, monkeypatch, cache):
 def execute(cells, cwd: Path) -> nbformat.NotebookNode:
   """Runs the cells in a new kernel started in `cwd`; raises on the first failing cell."""
   nb = nbformat.v4.new_notebook(cells=[nbformat.from_dict(c) for c in cells])
-  nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=300, startup_timeout=120,
-                          resources={'metadata': {'path': str(cwd)}}).execute()
+  nbclient.NotebookClient(
+      nb,
+      kernel_name=KERNEL,
+      timeout=300,
+      startup_timeout=120,
+      resources={'metadata': {'path': str(cwd)}},
+  ).execute()
   return nb
 
 
@@ -97,18 +108,21 @@ def execute(cells, cwd: Path) -> nbformat.NotebookNode:
 def test_run_all_after_a_restart(kind, kernel, tmp_path, monkeypatch):
   del kernel
   if DEVICES[kind] > 1:
-    monkeypatch.setenv('XLA_FLAGS', f'{os.environ["XLA_FLAGS"]} '
-                       f'--xla_force_host_platform_device_count={DEVICES[kind]}')
+    monkeypatch.setenv(
+        'XLA_FLAGS',
+        f'{os.environ["XLA_FLAGS"]} ' f'--xla_force_host_platform_device_count={DEVICES[kind]}',
+    )
   nb = read(kind)
   install, parameters = tagged(nb, make_notebooks.INSTALL_TAG), tagged(nb, 'parameters')
   set_parameters(nb.cells[install], REPO_DIR=str(REPO))
   runs = tmp_path / 'runs'
-  set_parameters(nb.cells[parameters], REPO_DIR=str(REPO), RUNS_DIR=str(runs), CONFIG='tiny',
-                 NUM_STEPS=STEPS)
+  set_parameters(
+      nb.cells[parameters], REPO_DIR=str(REPO), RUNS_DIR=str(runs), CONFIG='tiny', NUM_STEPS=STEPS
+  )
   start = time.perf_counter()
-  first = execute(nb.cells[:install + 1], tmp_path)
+  first = execute(nb.cells[: install + 1], tmp_path)
   assert 'is installed already' in text(first), text(first)
-  rest = execute(nb.cells[install + 1:], tmp_path)  # a fresh kernel: as after a restart
+  rest = execute(nb.cells[install + 1 :], tmp_path)  # a fresh kernel: as after a restart
   seconds = time.perf_counter() - start
   out = text(rest)
   assert re.search(rf'^{DEVICES[kind]} x cpu\r?$', out, re.M), out  # the accelerator check
@@ -162,7 +176,7 @@ def _names(source: str) -> tuple[set, set]:
 @pytest.mark.parametrize('kind', KINDS)
 def test_no_cell_needs_the_install_cell(kind):
   nb = read(kind)
-  cells = nb.cells[tagged(nb, make_notebooks.INSTALL_TAG) + 1:]
+  cells = nb.cells[tagged(nb, make_notebooks.INSTALL_TAG) + 1 :]
   known = set(dir(builtins)) | {'_exit_code', 'get_ipython'}  # _exit_code: set by `!`
   for cell in cells:
     if cell.cell_type == 'code':
@@ -177,7 +191,7 @@ def test_layout_install_restart_parameters(kind):
   install, parameters = tagged(nb, make_notebooks.INSTALL_TAG), tagged(nb, 'parameters')
   code = [i for i, c in enumerate(nb.cells) if c.cell_type == 'code']
   assert code[:2] == [install, parameters]
-  between = ' '.join(c.source for c in nb.cells[install + 1:parameters])
+  between = ' '.join(c.source for c in nb.cells[install + 1 : parameters])
   assert 'restart' in between and 'Run all' in between
   source = nb.cells[install].source
   extra = {'tpu': '[tpu]', 'gpu': '[cuda12]'}[kind]
@@ -199,6 +213,7 @@ def test_layout_install_restart_parameters(kind):
 
 def test_every_preset_splits_over_1_and_8_devices():
   from ce_jax import configs  # pylint: disable=g-import-not-at-top
+
   for name in configs.PRESETS:  # the CONFIG parameter's choices
     config = configs.get(name)
     assert config.batch_size % 8 == 0 and config.eval_batch_size % 8 == 0, name

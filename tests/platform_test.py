@@ -10,13 +10,15 @@ from ce_jax import platform
 from conftest import REPO
 
 
-
 def test_importing_ce_jax_changes_nothing():
-  code = ('import os; import ce_jax, ce_jax.train, ce_jax.evaluate, ce_jax.inpaint, ce_jax.app; '
-          'print(repr(os.environ.get("XLA_FLAGS")))')
+  code = (
+      'import os; import ce_jax, ce_jax.train, ce_jax.evaluate, ce_jax.inpaint, ce_jax.app; '
+      'print(repr(os.environ.get("XLA_FLAGS")))'
+  )
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  r = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True,
-                     text=True, timeout=120)
+  r = subprocess.run(
+      [sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+  )
   assert r.returncode == 0, r.stderr
   assert r.stdout.strip() == 'None'
 

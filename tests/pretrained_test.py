@@ -45,8 +45,13 @@ def test_inpaint_with_the_shipped_model(pretrained, tmp_path):
   assert np.abs(out[hole] - truth).mean() < 0.7 * flat
 
   Image.fromarray(photo).save(tmp_path / 'fig.png')
-  r = run_module('-m', 'ce_jax.inpaint', f'--input={tmp_path / "fig.png"}',
-                 f'--output={tmp_path / "out"}', timeout=300)
+  r = run_module(
+      '-m',
+      'ce_jax.inpaint',
+      f'--input={tmp_path / "fig.png"}',
+      f'--output={tmp_path / "out"}',
+      timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   assert Image.open(tmp_path / 'out' / 'fig_filled.png').size == (w, h)
 

@@ -43,7 +43,8 @@ def test_skip_generator_follows_the_patch_corner(upsample):
   # The same config without skips has a decoder with fewer input channels, nothing else.
   plain = jax.eval_shape(models.create(tiny(upsample=upsample))[0].init, jax.random.key(1), x)
   assert set(jax.tree.leaves(jax.tree.map(lambda a: a.ndim, plain))) == set(
-      jax.tree.leaves(jax.tree.map(lambda a: a.ndim, variables)))
+      jax.tree.leaves(jax.tree.map(lambda a: a.ndim, variables))
+  )
 
 
 def test_inpaint_preset_is_the_shipped_architecture():
@@ -60,8 +61,9 @@ def test_inpaint_preset_is_the_shipped_architecture():
 def test_cosine_schedule_warms_up_and_decays_to_zero():
   config = tiny(optim__schedule='cosine', optim__warmup_steps=10, num_steps=110)
   lr = steps.learning_rate(config, 1e-3)
-  np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(60), lr(110)],
-                             [0.0, 5e-4, 1e-3, 5e-4, 0.0], atol=1e-9)
+  np.testing.assert_allclose(
+      [lr(0), lr(5), lr(10), lr(60), lr(110)], [0.0, 5e-4, 1e-3, 5e-4, 0.0], atol=1e-9
+  )
   with pytest.raises(ValueError, match='set --num_steps'):
     steps.validate(tiny(optim__schedule='cosine', num_steps=-1))
   with pytest.raises(ValueError, match="optim.schedule='linear'"):
@@ -75,8 +77,9 @@ def test_ema_update_against_float64_reference():
   ema, params = rng.normal(size=5), rng.normal(size=5)
   for step, decay in ((0, 0.999), (5, 0.999), (10_000, 0.999), (10_000, 0.5)):
     d = min(decay, (1 + step) / (10 + step))
-    got = steps.update_ema(jnp.asarray(ema, jnp.float32), jnp.asarray(params, jnp.float32),
-                           step, decay)
+    got = steps.update_ema(
+        jnp.asarray(ema, jnp.float32), jnp.asarray(params, jnp.float32), step, decay
+    )
     np.testing.assert_allclose(got, d * ema + (1 - d) * params, rtol=1e-6)
 
 
@@ -90,8 +93,11 @@ def test_reconstruction_only_gan_step_is_the_l2_step():
   gen, _ = models.create(config, train=True)
 
   def loss(params):
-    (pred, _), _ = gen.apply({'params': params, 'batch_stats': before.gen.batch_stats},
-                             batch['masked'], mutable=['batch_stats'])
+    (pred, _), _ = gen.apply(
+        {'params': params, 'batch_stats': before.gen.batch_stats},
+        batch['masked'],
+        mutable=['batch_stats'],
+    )
     return 0.5 * losses.reconstruction_loss(pred, batch, config)
 
   want = jax.grad(loss)(before.gen.params)
@@ -105,13 +111,18 @@ def test_reconstruction_only_gan_step_is_the_l2_step():
     steps.optimizers = orig
   got = jax.tree.map(lambda a, b: a - np.asarray(b), before.gen.params, host(new.gen.params))
   for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    np.testing.assert_allclose(g, w, rtol=1e-2, atol=1e-3 * np.abs(w).max())  # p - (p - g): float32 round-off
+    np.testing.assert_allclose(
+        g, w, rtol=1e-2, atol=1e-3 * np.abs(w).max()
+    )  # p - (p - g): float32 round-off
   assert set(host(metrics)) == {'g_loss', 'rec_loss'}
   same = jax.tree.map(np.array_equal, before.disc.params, host(new.disc.params))
   assert all(jax.tree.leaves(same))
   # EMA after step 0: d = min(0.9, 1/10) = 0.1 of the old weights.
-  for e, p0, p1 in zip(jax.tree.leaves(host(new.gen_ema)), jax.tree.leaves(before.gen.params),
-                       jax.tree.leaves(host(new.gen.params))):
+  for e, p0, p1 in zip(
+      jax.tree.leaves(host(new.gen_ema)),
+      jax.tree.leaves(before.gen.params),
+      jax.tree.leaves(host(new.gen.params)),
+  ):
     np.testing.assert_allclose(e, 0.1 * p0 + 0.9 * p1, rtol=1e-5, atol=1e-7)
 
 
@@ -139,6 +150,7 @@ def test_inpaint_shows_a_square_hole_model_the_square_it_learnt(kind):
   """A model trained on square holes sees the square of its training around a thin stroke; one
   trained on free-form holes sees the stroke itself. Only the stroke is painted either way."""
   from ce_jax import inpaint  # pylint: disable=g-import-not-at-top
+
   config = tiny(mask__kind=kind)  # 32 px images, 16 px patch, 2 px overlap: a 12x12 square
   seen = {}
 

@@ -21,19 +21,29 @@ def torch_full_conv_reference(x, w, b=None):
   for ty in range(4):
     for tx in range(4):
       contrib = np.einsum('nhwi,io->nhwo', x, w[ty, tx])
-      out[:, ty:ty + 2 * h:2, tx:tx + 2 * wd:2] += contrib  # index 2i-1+ty, shifted by +1
+      out[:, ty : ty + 2 * h : 2, tx : tx + 2 * wd : 2] += contrib  # index 2i-1+ty, shifted by +1
   out = out[:, 1:-1, 1:-1]
   return out if b is None else out + b
 
 
-@pytest.mark.parametrize('layer,kernel', [(stride2_conv.DownConv, 4), (stride2_conv.UpConv, 4),
-                                           (stride2_conv.NearestUpConv, 3)])
+@pytest.mark.parametrize(
+    'layer,kernel',
+    [(stride2_conv.DownConv, 4), (stride2_conv.UpConv, 4), (stride2_conv.NearestUpConv, 3)],
+)
 def test_impls_share_parameters(layer, kernel):
   x = jnp.ones((1, 4, 4, 3))
-  shapes = {impl: jax.tree.map(lambda a: (a.shape, a.dtype), jax.eval_shape(
-      layer(5, use_bias=True, impl=impl).init, jax.random.key(0), x)) for impl in CONV_IMPLS}
-  assert shapes['phase'] == shapes['xla'] == {'params': {
-      'kernel': ((kernel, kernel, 3, 5), jnp.float32), 'bias': ((5,), jnp.float32)}}
+  shapes = {
+      impl: jax.tree.map(
+          lambda a: (a.shape, a.dtype),
+          jax.eval_shape(layer(5, use_bias=True, impl=impl).init, jax.random.key(0), x),
+      )
+      for impl in CONV_IMPLS
+  }
+  assert (
+      shapes['phase']
+      == shapes['xla']
+      == {'params': {'kernel': ((kernel, kernel, 3, 5), jnp.float32), 'bias': ((5,), jnp.float32)}}
+  )
 
 
 @pytest.mark.parametrize('layer', LAYERS)
@@ -47,17 +57,23 @@ def torch_conv_reference(x, w, b=None):
   out[i, j] = sum x[2i-1+ty, 2j-1+tx] @ W[ty, tx]."""
   xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   h, wd = x.shape[1] // 2, x.shape[2] // 2
-  out = sum(np.einsum('nhwi,io->nhwo', xp[:, ty:ty + 2 * h:2, tx:tx + 2 * wd:2], w[ty, tx])
-            for ty in range(4) for tx in range(4))
+  out = sum(
+      np.einsum('nhwi,io->nhwo', xp[:, ty : ty + 2 * h : 2, tx : tx + 2 * wd : 2], w[ty, tx])
+      for ty in range(4)
+      for tx in range(4)
+  )
   return out if b is None else out + b
 
 
 @pytest.mark.parametrize('impl', CONV_IMPLS)
 @pytest.mark.parametrize('use_bias', [False, True])
-@pytest.mark.parametrize('layer,reference,in_shape,out_shape', [
-    (stride2_conv.UpConv, torch_full_conv_reference, (2, 5, 3, 4), (2, 10, 6, 6)),
-    (stride2_conv.DownConv, torch_conv_reference, (2, 10, 6, 4), (2, 5, 3, 6)),
-])
+@pytest.mark.parametrize(
+    'layer,reference,in_shape,out_shape',
+    [
+        (stride2_conv.UpConv, torch_full_conv_reference, (2, 5, 3, 4), (2, 10, 6, 6)),
+        (stride2_conv.DownConv, torch_conv_reference, (2, 10, 6, 4), (2, 5, 3, 6)),
+    ],
+)
 def test_stride2_convs_match_torch(layer, reference, in_shape, out_shape, impl, use_bias):
   rng = np.random.default_rng(0)
   x = rng.standard_normal(in_shape)
@@ -67,15 +83,21 @@ def test_stride2_convs_match_torch(layer, reference, in_shape, out_shape, impl, 
   assert ref.shape == out_shape
   with jax.enable_x64(True):
     params = {'kernel': jnp.asarray(w)} | ({'bias': jnp.asarray(b)} if use_bias else {})
-    y = layer(6, use_bias=use_bias, impl=impl, dtype=jnp.float64).apply({'params': params},
-                                                                          jnp.asarray(x))
+    y = layer(6, use_bias=use_bias, impl=impl, dtype=jnp.float64).apply(
+        {'params': params}, jnp.asarray(x)
+    )
     assert y.dtype == jnp.float64
     np.testing.assert_allclose(np.asarray(y), ref, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize('layer,in_shape', [(stride2_conv.DownConv, (2, 8, 6, 3)),
-                                            (stride2_conv.UpConv, (2, 4, 3, 3)),
-                                            (stride2_conv.NearestUpConv, (2, 4, 3, 3))])
+@pytest.mark.parametrize(
+    'layer,in_shape',
+    [
+        (stride2_conv.DownConv, (2, 8, 6, 3)),
+        (stride2_conv.UpConv, (2, 4, 3, 3)),
+        (stride2_conv.NearestUpConv, (2, 4, 3, 3)),
+    ],
+)
 def test_phase_gradients_equal_xla_autodiff(layer, in_shape):
   """The phase impl's custom VJPs give the same input and kernel gradients as autodiff of
   XLA's own convolutions, in float64."""
@@ -85,12 +107,14 @@ def test_phase_gradients_equal_xla_autodiff(layer, in_shape):
   with jax.enable_x64(True):
     out_shape = jax.eval_shape(
         lambda x: layer(5, impl='xla', dtype=jnp.float64).apply({'params': {'kernel': w}}, x),
-        jnp.asarray(x)).shape
+        jnp.asarray(x),
+    ).shape
     cot = jnp.asarray(rng.standard_normal(out_shape))
 
     def grads(impl):
       f = lambda k, x: jnp.vdot(  # noqa: E731
-          layer(5, impl=impl, dtype=jnp.float64).apply({'params': {'kernel': k}}, x), cot)
+          layer(5, impl=impl, dtype=jnp.float64).apply({'params': {'kernel': k}}, x), cot
+      )
       return jax.grad(f, argnums=(0, 1))(jnp.asarray(w), jnp.asarray(x))
 
     for got, want in zip(grads('phase'), grads('xla')):
@@ -106,8 +130,11 @@ def test_nearest_up_conv_is_nearest_upsampling_then_3x3_conv(impl):
   w = rng.normal(size=(3, 3, 4, 7))
   up = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
   padded = np.pad(up, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  want = sum(np.einsum('bhwi,io->bhwo', padded[:, dy:dy + 10, dx:dx + 12], w[dy, dx])
-             for dy in range(3) for dx in range(3))
+  want = sum(
+      np.einsum('bhwi,io->bhwo', padded[:, dy : dy + 10, dx : dx + 12], w[dy, dx])
+      for dy in range(3)
+      for dx in range(3)
+  )
   with jax.enable_x64():
     layer = stride2_conv.NearestUpConv(7, impl=impl, dtype=jnp.float64)
     got = layer.apply({'params': {'kernel': jnp.asarray(w)}}, jnp.asarray(x))

@@ -27,13 +27,15 @@ def test_one_train_step_updates_every_network(model, encoder):
   metrics = host(metrics)
   assert all(np.isfinite(v) for v in metrics.values()), metrics
   assert int(state.step) == 1
-  changed = jax.tree.map(lambda a, b: not np.array_equal(a, np.asarray(b)), before.gen.params,
-                         state.gen.params)
+  changed = jax.tree.map(
+      lambda a, b: not np.array_equal(a, np.asarray(b)), before.gen.params, state.gen.params
+  )
   assert all(jax.tree.leaves(changed)), 'some generator parameters did not move'
   assert int(state.gen.opt_state[0].count) == 1
   if model == 'gan':
-    changed = jax.tree.map(lambda a, b: not np.array_equal(a, np.asarray(b)), before.disc.params,
-                           state.disc.params)
+    changed = jax.tree.map(
+        lambda a, b: not np.array_equal(a, np.asarray(b)), before.disc.params, state.disc.params
+    )
     assert all(jax.tree.leaves(changed)), 'some discriminator parameters did not move'
     assert int(state.disc.opt_state[0].count) == 1
     assert {'d_loss', 'adv_loss', 'rec_loss', 'd_real', 'd_fake'} <= set(metrics)
@@ -42,7 +44,7 @@ def test_one_train_step_updates_every_network(model, encoder):
 
 
 def test_same_step_on_one_and_four_devices():
-  code = textwrap.dedent('''
+  code = textwrap.dedent("""
       import jax, numpy as np, optax
       from ce_jax import configs, masks, sharding, steps
       assert jax.device_count() == 4
@@ -82,7 +84,7 @@ def test_same_step_on_one_and_four_devices():
           assert np.abs(g1).max() > 0
           np.testing.assert_allclose(g4, g1, rtol=0, atol=1e-4 * np.abs(g1).max())
       print('EQUAL')
-  ''')
+  """)
   r = run_module('-c', code, devices=4)
   assert r.returncode == 0 and 'EQUAL' in r.stdout, r.stderr[-3000:]
 
@@ -130,11 +132,23 @@ def test_checkpoint_round_trip_is_exact(trained, tmp_path):
 def test_sigterm_saves_and_the_run_resumes(tmp_path):
   workdir = tmp_path / 'run'
   proc = subprocess.Popen(
-      [sys.executable, '-m', 'ce_jax.train', '--config=tiny', '--num_steps=100000',
-       '--log_every=1', '--eval_every=100000', '--checkpoint_every=100000',
-       f'--workdir={workdir}'],
-      cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True)
+      [
+          sys.executable,
+          '-m',
+          'ce_jax.train',
+          '--config=tiny',
+          '--num_steps=100000',
+          '--log_every=1',
+          '--eval_every=100000',
+          '--checkpoint_every=100000',
+          f'--workdir={workdir}',
+      ],
+      cwd=REPO,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
   deadline = time.time() + 600  # a loaded 2-core CI machine starts slowly
   log = workdir / 'metrics.jsonl'
   while time.time() < deadline and proc.poll() is None:
@@ -162,12 +176,15 @@ def test_sigterm_saves_and_the_run_resumes(tmp_path):
   # The killed-and-resumed run trained exactly as one that never stopped: same data order,
   # crops, masks and noise after the resume point.
   train.train_and_evaluate(config, tmp_path / 'uninterrupted')
+
   def losses(w):
     return {r['step']: r['train/g_loss'] for r in read_jsonl(w) if 'train/g_loss' in r}
+
   resumed, uninterrupted = losses(workdir), losses(tmp_path / 'uninterrupted')
   assert sorted(resumed) == sorted(uninterrupted) == list(range(1, stopped + 4))
-  np.testing.assert_allclose([resumed[s] for s in sorted(resumed)],
-                             [uninterrupted[s] for s in sorted(resumed)], rtol=1e-6)
+  np.testing.assert_allclose(
+      [resumed[s] for s in sorted(resumed)], [uninterrupted[s] for s in sorted(resumed)], rtol=1e-6
+  )
 
   with pytest.raises(ValueError, match=r'trained with encoder=pathak \(asked: vgg\)'):
     train.train_and_evaluate(tiny(encoder='vgg'), workdir)
@@ -177,8 +194,9 @@ def test_evaluate_reports_model_and_baselines(trained, tmp_path):
   config, workdir, _ = trained
   cfg, gen_vars, step = checkpoints.load_generator(workdir)
   assert step == 100 and cfg.encoder == config.encoder
-  results = evaluate.evaluate(gen_vars, cfg, baselines=('mean_fill', 'telea'),
-                              grid_path=tmp_path / 'grid.png')
+  results = evaluate.evaluate(
+      gen_vars, cfg, baselines=('mean_fill', 'telea'), grid_path=tmp_path / 'grid.png'
+  )
   for name in ('model', 'mean_fill', 'telea'):
     assert set(results[name]) >= {'report_loss', 'l1', 'l2', 'psnr', 'ssim', 'images'}
     assert results[name]['images'] == results['model']['images'] > 0
@@ -186,8 +204,14 @@ def test_evaluate_reports_model_and_baselines(trained, tmp_path):
   again = evaluate.evaluate(gen_vars, cfg)
   assert again['model'] == results['model']  # fixed masks, fixed order: the same numbers
 
-  r = run_module('-m', 'ce_jax.evaluate', f'--workdir={workdir}', '--step=best',
-                 '--config.eval_batch_size=8', '--max_examples=8')
+  r = run_module(
+      '-m',
+      'ce_jax.evaluate',
+      f'--workdir={workdir}',
+      '--step=best',
+      '--config.eval_batch_size=8',
+      '--max_examples=8',
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   assert 'telea' in r.stdout and list((Path(workdir) / 'eval').glob('*.json'))
   [model_row] = [l for l in r.stdout.splitlines() if l.startswith('| model |')]
@@ -209,23 +233,34 @@ def test_inpaint_keeps_size_and_pixels_outside_the_hole(trained, tmp_path):
   assert np.mean(out[hole] != photo[hole]) > 0.5
 
   with pytest.raises(ValueError, match='Use a smaller hole'):
-    inpaint.inpaint_photo(photo, inpaint.hole_from_spec('0,0,140,90', 97, 143, config), config,
-                          gen_vars)
+    inpaint.inpaint_photo(
+        photo, inpaint.hole_from_spec('0,0,140,90', 97, 143, config), config, gen_vars
+    )
 
   from PIL import Image
+
   Image.fromarray(photo).save(tmp_path / 'photo.png')
-  r = run_module('-m', 'ce_jax.inpaint', f'--workdir={workdir}', f'--input={tmp_path / "photo.png"}',
-                 f'--output={tmp_path / "out"}', '--mask=center')
+  r = run_module(
+      '-m',
+      'ce_jax.inpaint',
+      f'--workdir={workdir}',
+      f'--input={tmp_path / "photo.png"}',
+      f'--output={tmp_path / "out"}',
+      '--mask=center',
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   assert Image.open(tmp_path / 'out' / 'photo_filled.png').size == (143, 97)
 
 
-@pytest.mark.parametrize('args, devices, message', [
-    (['--model=foo'], 1, "Unknown model 'foo'"),
-    (['--encoder=lenet'], 1, "Unknown encoder 'lenet'"),
-    (['--config=huge'], 1, '--config=huge: no such preset'),
-    (['--config=tiny', '--batch_size=6'], 4, 'batch_size=6 does not divide by the 4 devices'),
-])
+@pytest.mark.parametrize(
+    'args, devices, message',
+    [
+        (['--model=foo'], 1, "Unknown model 'foo'"),
+        (['--encoder=lenet'], 1, "Unknown encoder 'lenet'"),
+        (['--config=huge'], 1, '--config=huge: no such preset'),
+        (['--config=tiny', '--batch_size=6'], 4, 'batch_size=6 does not divide by the 4 devices'),
+    ],
+)
 def test_bad_flags_give_one_line_errors(args, devices, message, tmp_path):
   r = run_module('-m', 'ce_jax.train', *args, f'--workdir={tmp_path}', devices=devices)
   assert r.returncode != 0

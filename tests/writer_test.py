@@ -40,5 +40,8 @@ def test_without_tensorflow_metrics_still_reach_the_jsonl(tmp_path, monkeypatch,
   writer.image(3, 'eval/inpaintings', tmp_path / 'missing.png')
   writer.close()
   assert json.loads((tmp_path / 'metrics.jsonl').read_text()) == {'step': 3, 'train/g_loss': 0.5}
-  assert 'No TensorBoard events without TensorFlow (pip install "ce_jax[tf]")' in capsys.readouterr().err
+  assert (
+      'No TensorBoard events without TensorFlow (pip install "ce_jax[tf]")'
+      in capsys.readouterr().err
+  )
   assert not list(tmp_path.glob('events.out.tfevents*'))

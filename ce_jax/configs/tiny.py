@@ -1,6 +1,6 @@
 """A tiny network for tests and quick CPU checks: 32x32 images, 16x16 hole, narrow layers.
 
-  python -m ce_jax.train --config=tiny --num_steps=200
+python -m ce_jax.train --config=tiny --num_steps=200
 """
 
 from ce_jax.configs import default
