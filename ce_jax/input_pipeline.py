@@ -32,7 +32,8 @@ the default without TensorFlow: Pillow releases the GIL while it decodes and res
 
 Places365 keeps TFDS and tf.data: each host reads its share (`tfds.split_for_jax_process`),
 shuffled with fixed seeds, so a resumed run skips the records of the steps it did and sees the
-same data; H hosts do not see the batches of one, and their test splits may differ by a batch.
+same data; H hosts do not see the batches of one. Their test streams are padded to the same
+number of batches (from the split's size in the TFDS metadata).
 """
 
 from collections.abc import Callable, Iterator
@@ -116,7 +117,7 @@ class HostBatches:
   float32}. Each `iter()` starts again at the first batch, so the object can be read twice."""
 
   batch_size: int  # b: this host's rows of each global batch
-  num_batches: int | None  # None: endless (training), or unknown (TFDS)
+  num_batches: int | None  # None: endless (training) or not counted (TFDS on one host)
   loader: str  # 'tf' or 'threads'
   _iterate: Callable[[], Iterator[dict[str, np.ndarray]]] = dataclasses.field(repr=False)
 
@@ -485,8 +486,17 @@ def _tfds_batches(
     ds = ds.map(lambda image_batch: {'image': image_batch, 'valid': tf.ones([batch])})
   else:
     ds = ds.batch(batch).map(pad)
+  num_batches = None
+  if not repeat and jax.process_count() > 1:
+    # Every host yields ceil(ceil(n / hosts) / batch) batches whatever its own share (TFDS's
+    # shares differ by up to one image), the last ones padding (valid = 0): no host waits in a
+    # cross-host collective for a batch another host does not have.
+    share = -(-num_examples(config, split) // jax.process_count())
+    num_batches = -(-share // batch)
+    blank = {'image': tf.zeros((batch, size, size, 3)), 'valid': tf.zeros([batch])}
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat()).take(num_batches)
   ds = ds.prefetch(tf.data.AUTOTUNE).with_options(options)
-  return HostBatches(batch, None, 'tf', functools.partial(_numpy_batches, ds))
+  return HostBatches(batch, num_batches, 'tf', functools.partial(_numpy_batches, ds))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -597,7 +607,7 @@ def create_dataset(
       _tensorflow()
     except ImportError:
       raise ValueError(
-          "loader='tf' needs TensorFlow: pip install 'ce_jax[tf]', or use " "loader='threads'."
+          "loader='tf' needs TensorFlow: pip install 'ce_jax[tf]', or use loader='threads'."
       ) from None
   iterate = functools.partial(
       _LOADER_FUNCTIONS[loader],

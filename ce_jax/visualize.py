@@ -6,12 +6,10 @@ from PIL import Image, ImageDraw
 
 from ce_jax import images
 
-to_uint8 = images.to_uint8  # re-exported: the experiments call visualize.to_uint8
-
 
 def grid(columns: dict, rows: int | None = None, scale: int = 1, pad: int = 2) -> Image.Image:
   """Tiles {label: (B, H, W, 3) in [-1, 1]} into rows of images under a header of labels."""
-  cols = {k: to_uint8(v)[:rows] for k, v in columns.items()}
+  cols = {k: images.to_uint8(v)[:rows] for k, v in columns.items()}
   n, h, w, _ = next(iter(cols.values())).shape
   h, w = h * scale, w * scale
   header = 14
