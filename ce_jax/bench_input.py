@@ -8,16 +8,15 @@ Tells whether training is input-bound: compare with the training step's images/s
   python -m ce_jax.bench_input --dataset=places365_small --mock_places   # random 256x256 images
 """
 
-import argparse
 import contextlib
 import os
+import sys
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from absl import app, flags
+import jax
 
-import jax  # pylint: disable=g-import-not-at-top
-
-from ce_jax import configs, input_pipeline, sharding
+from ce_jax import cli, input_pipeline, platform, sharding
 
 
 def _rate(batches, n: int, warmup: int, batch_size: int, block=lambda b: b) -> float:
@@ -48,60 +47,63 @@ def pipeline_rates(
   return host, device, skipped
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--config', default='default', choices=configs.PRESETS)
-  parser.add_argument(
-      '--dataset', default='samples', help='samples | folder:PATH | places365_small'
-  )
-  parser.add_argument('--data_dir', default='', help='TFDS data_dir for places365_small')
-  parser.add_argument('--split', default='train', choices=('train', 'test'))
-  parser.add_argument('--image_size', type=int, default=128)
-  parser.add_argument('--batch_size', type=int, default=64)
-  parser.add_argument('--batches', type=int, default=50, help='timed batches')
-  parser.add_argument('--warmup', type=int, default=5, help='untimed batches first')
-  parser.add_argument('--mask', default='center', help='center | block | freeform')
-  parser.add_argument(
-      '--loader',
-      default=None,
-      choices=input_pipeline.LOADERS,
-      help='host loader (default: tf where TensorFlow is installed, else threads)',
-  )
-  parser.add_argument(
-      '--mock_places',
-      action='store_true',
-      help='places365_small from tfds.testing.mock_data (random images)',
-  )
-  args = parser.parse_args(argv)
+FLAGS = flags.FLAGS
 
-  config = configs.get(args.config)
-  config.dataset = 'places365_small' if args.mock_places else args.dataset
-  config.data_dir = args.data_dir
-  config.image_size = args.image_size
-  config.hole_size = min(config.hole_size, args.image_size // 2)
-  config.batch_size = config.eval_batch_size = args.batch_size
-  config.mask.kind = args.mask
+
+def define_flags():
+  """--config and its fields (--dataset, --image_size, --batch_size, --mask, ...), and these."""
+  cli.define_config_flags(aliases=('dataset', 'data_dir', 'image_size', 'batch_size', 'mask'))
+  flags.DEFINE_enum('split', 'train', ['train', 'test'], 'Which split to read.')
+  flags.DEFINE_integer('batches', 50, 'Timed batches.')
+  flags.DEFINE_integer('warmup', 5, 'Untimed batches first.')
+  flags.DEFINE_enum(
+      'loader',
+      None,
+      input_pipeline.LOADERS,
+      'Host loader (default: tf where TensorFlow is installed, else threads).',
+  )
+  flags.DEFINE_bool(
+      'mock_places', False, 'places365_small from tfds.testing.mock_data (random images).'
+  )
+
+
+def main(argv):
+  if len(argv) > 1:
+    sys.exit(f'bench_input: unexpected arguments {argv[1:]}; flags look like --name=value.')
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  try:
+    config = cli.config_from_flags()
+    platform.setup()
+  except ValueError as e:
+    sys.exit(f'bench_input: {e}')
+  if FLAGS.mock_places:
+    config.dataset = 'places365_small'
+  config.hole_size = min(config.hole_size, config.image_size // 2)
+  config.eval_batch_size = config.batch_size
 
   mock = contextlib.nullcontext()
-  if args.mock_places:
+  if FLAGS.mock_places:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-    mock = tfds.testing.mock_data(num_examples=4 * args.batch_size)
+    mock = tfds.testing.mock_data(num_examples=4 * config.batch_size)
 
-  with mock:
-    host, device, skipped = pipeline_rates(
-        config, args.split, args.batches, args.warmup, args.loader
-    )
+  try:
+    with mock:
+      host, device, skipped = pipeline_rates(
+          config, FLAGS.split, FLAGS.batches, FLAGS.warmup, FLAGS.loader
+      )
+  except ValueError as e:
+    sys.exit(f'bench_input: {e}')
 
   print(
-      f'dataset={config.dataset}{" (mock)" if args.mock_places else ""} split={args.split} '
-      f'image_size={args.image_size} batch_size={args.batch_size} mask={args.mask} '
+      f'dataset={config.dataset}{" (mock)" if FLAGS.mock_places else ""} split={FLAGS.split} '
+      f'image_size={config.image_size} batch_size={config.batch_size} mask={config.mask.kind} '
       f'devices={jax.device_count()}x{jax.devices()[0].platform} '
-      f'loader={args.loader or input_pipeline.default_loader()} '
+      f'loader={FLAGS.loader or input_pipeline.default_loader()} '
       f'threads={input_pipeline.HOST_THREADS} cpus={os.cpu_count()}'
   )
   print(
-      f'  host loader:     {host:8.1f} images/s  ({args.batches} batches after {args.warmup} '
+      f'  host loader:     {host:8.1f} images/s  ({FLAGS.batches} batches after {FLAGS.warmup} '
       f'warm-up)'
   )
   print(f'  device_batches:  {device:8.1f} images/s  (sharded, masked, ready on the device)')
@@ -109,4 +111,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  define_flags()
+  app.run(main, flags_parser=cli.parse_flags)

@@ -31,3 +31,20 @@ def test_bench_command_writes_a_table_and_json(tmp_path):
   assert result['pipeline_images_per_s'] > 0 and result['inpaint_photos_per_s'] > 0
   for run in ('gan_pathak', 'vae_pathak'):  # one jax.profiler trace per (model, encoder)
     assert list((tmp_path / 'prof' / run).rglob('*.xplane.pb')), run
+
+
+def test_bench_input_command_reads_config_flags():
+  r = run_module(
+      '-m',
+      'ce_jax.bench_input',
+      '--config=tiny',
+      '--image_size=64',
+      '--batch_size=8',
+      '--batches=2',
+      '--warmup=1',
+      '--loader=threads',
+      '--config.train_crop_min=0.5',
+  )
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert 'image_size=64 batch_size=8 mask=center' in r.stdout and 'loader=threads' in r.stdout
+  assert 'host loader:' in r.stdout and 'device_batches:' in r.stdout
