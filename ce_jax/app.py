@@ -119,11 +119,11 @@ def open_image(data: bytes, what: str, max_pixels: int) -> Image.Image:
     img = Image.open(io.BytesIO(data))
   except Image.DecompressionBombError:  # more than twice Pillow's limit, itself above ours
     raise ValueError(
-        f'The {what} has far more than {max_pixels / 1e6:.0f} megapixels, the ' 'limit.'
+        f'The {what} has far more than {max_pixels / 1e6:.0f} megapixels, the limit.'
     ) from None
   except Exception:  # pylint: disable=broad-except  # Pillow raises many kinds on junk
     raise ValueError(
-        f'The {what} is not an image that can be read (jpg, png, webp, bmp, ' '...).'
+        f'The {what} is not an image that can be read (jpg, png, webp, bmp, ...).'
     ) from None
   w, h = img.size
   if w * h > max_pixels:

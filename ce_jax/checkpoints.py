@@ -321,7 +321,7 @@ def load_generator(workdir, step=None):
   def restore(s):
     config = saved_config(mngr, s)
     gen_vars = _generator_shapes(config)
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     items = {GENERATOR: ocp.args.StandardRestore(_abstract(gen_vars, sharding))}
     ema = config.optim.ema_decay > 0
     if ema:

@@ -117,14 +117,20 @@ def define_alias_flags(aliases=tuple(ALIASES)) -> None:
 
 def expand_presets(argv: list[str], default_file: str) -> list[str]:
   """argv with --config=NAME spelled as the preset's file and first, before its overrides."""
-  args = [a for a in argv[1:] if not a.startswith('--config=')]
-  given = [a[len('--config=') :] for a in argv[1:] if a.startswith('--config=')]
+  args, given, rest = [], [], iter(argv[1:])
+  for arg in rest:
+    if arg.startswith('--config='):
+      given.append(arg[len('--config=') :])
+    elif arg == '--config':  # --config NAME, the space-separated form
+      given.append(next(rest, ''))
+    else:
+      args.append(arg)
   value = given[-1] if given else default_file
   if value in configs.PRESETS:
     value = preset_path(value)
   elif not Path(value.split(':')[0]).expanduser().is_file():
     raise ValueError(
-        f'--config={value}: no such preset ({", ".join(configs.PRESETS)}) or ' 'config file.'
+        f'--config={value}: no such preset ({", ".join(configs.PRESETS)}) or config file.'
     )
   return argv[:1] + [f'--config={value}'] + args
 

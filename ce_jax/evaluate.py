@@ -148,8 +148,9 @@ def run(workdir: str, step: str) -> dict:
       grid_path=out / f'step_{step}_{FLAGS.split}.png',
   )
   results |= {'step': step, 'split': FLAGS.split, 'dataset': config.dataset}
-  if jax.process_index() == 0:
-    checkpoints.write_json(out / f'step_{step}_{FLAGS.split}.json', results)
+  if jax.process_index() > 0:  # the first host writes and reports
+    return results
+  checkpoints.write_json(out / f'step_{step}_{FLAGS.split}.json', results)
   print(f'{config.model}/{config.encoder} step {step}, {FLAGS.split} split of {config.dataset}:')
   print(format_table(results))
   if results['skipped']:

@@ -75,7 +75,7 @@ def load_mask_file(path: str, image_size: int) -> np.ndarray:
     img.load()
   except (OSError, ValueError) as e:
     raise ValueError(
-        f'Cannot read mask file {path!r} ({e}); give a PNG with white where the ' 'hole is.'
+        f'Cannot read mask file {path!r} ({e}); give a PNG with white where the hole is.'
     ) from None
   try:
     return hole_from_image(img, image_size, image_size).astype(np.float32)

@@ -120,8 +120,10 @@ def setup(coordinator_address=None, num_processes=None, process_id=None, distrib
     changes.append(conv)
   request = distributed_request(coordinator_address, num_processes, process_id, distributed)
   if request is not None:
-    # Collectives between the CPU devices of several processes (a no-op on GPU and TPU).
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    # Collectives between the CPU devices of several processes (a no-op on GPU and TPU),
+    # unless the user chose an implementation.
+    if 'JAX_CPU_COLLECTIVES_IMPLEMENTATION' not in os.environ:
+      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(**request)
     changes.append(f'process {jax.process_index()} of {jax.process_count()}')
   if changes and jax.process_index() == 0:

@@ -130,6 +130,15 @@ class WorkdirLock:
       self.fd = None
 
 
+def _any_host(flag: bool) -> bool:
+  """Whether `flag` is true on any host: every host must stop (and save) at the same step."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
 def _shows_progress_bar() -> bool:
   """A terminal or a notebook (whose stderr is no terminal, but which draws tqdm.auto's bar)."""
   return sys.stderr.isatty() or 'ipykernel' in sys.modules
@@ -327,7 +336,7 @@ def _train(config, workdir: Path, mesh) -> dict:
       for step in range(start + 1, n_steps + 1):
         state, train_metrics = train_step(state, next(batches))
         bar.update()
-        stopping = stop.signal is not None  # read once: a signal arriving later waits a step
+        stopping = _any_host(stop.signal is not None)  # a signal arriving later waits a step
         done = step == n_steps or stopping
         if step % config.log_every == 0 or done:
           values = jax.device_get(train_metrics)  # the only host sync between logs
@@ -366,8 +375,10 @@ def _train(config, workdir: Path, mesh) -> dict:
   except Exception:
     # An error in the loop (a failing evaluation, an input error) keeps the steps trained so
     # far: save the last finite state unless it is saved already.
+    # (With several hosts the other hosts do not reach a save here: it would hang them.)
     done_step = int(state.step)
-    if done_step != (last_saved or 0) and done_step not in mngr.all_steps():
+    unsaved = done_step != (last_saved or 0) and done_step not in mngr.all_steps()
+    if unsaved and jax.process_count() == 1:
       try:
         if checkpoints.is_finite(state):
           save(done_step)

@@ -41,7 +41,7 @@ def define_flags():
   flags.DEFINE_string(
       'compilation_cache',
       None,
-      'JAX persistent compilation cache ' '(default ROOT/jax_cache; empty: none).',
+      'JAX persistent compilation cache (default ROOT/jax_cache; empty: none).',
   )
 
 

@@ -89,3 +89,8 @@ def test_expand_presets_puts_the_config_first():
       '--config.seed=1',
   ]
   assert cli.expand_presets(['x', '--seed=1'], default) == ['x', f'--config={default}', '--seed=1']
+  assert cli.expand_presets(['x', '--config', 'tiny', '--seed=1'], default) == [
+      'x',
+      f'--config={cli.preset_path("tiny")}',
+      '--seed=1',
+  ]

@@ -323,6 +323,6 @@ def test_evaluate_names_a_half_deleted_step_in_one_line(run4_copy):
   r = run_module('-m', 'ce_jax.evaluate', f'--workdir={workdir}', '--step=4')
   assert r.returncode != 0
   assert last_line(r).startswith(
-      f'evaluate: Checkpoint 4 in {workdir / "checkpoints"} cannot be ' 'read ('
+      f'evaluate: Checkpoint 4 in {workdir / "checkpoints"} cannot be read ('
   ), r.stderr[-2000:]
   assert last_line(r).endswith('other saved steps: [2].')
