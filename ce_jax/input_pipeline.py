@@ -117,8 +117,6 @@ class HostBatches:
   float32}. Each `iter()` starts again at the first batch, so the object can be read twice."""
 
   batch_size: int  # b: this host's rows of each global batch
-  num_batches: int | None  # None: endless (training) or not counted (TFDS on one host)
-  loader: str  # 'tf' or 'threads'
   _iterate: Callable[[], Iterator[dict[str, np.ndarray]]] = dataclasses.field(repr=False)
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
@@ -486,17 +484,15 @@ def _tfds_batches(
     ds = ds.map(lambda image_batch: {'image': image_batch, 'valid': tf.ones([batch])})
   else:
     ds = ds.batch(batch).map(pad)
-  num_batches = None
   if not repeat and jax.process_count() > 1:
     # Every host yields ceil(ceil(n / hosts) / batch) batches whatever its own share (TFDS's
     # shares differ by up to one image), the last ones padding (valid = 0): no host waits in a
     # cross-host collective for a batch another host does not have.
     share = -(-num_examples(config, split) // jax.process_count())
-    num_batches = -(-share // batch)
     blank = {'image': tf.zeros((batch, size, size, 3)), 'valid': tf.zeros([batch])}
-    ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat()).take(num_batches)
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat()).take(-(-share // batch))
   ds = ds.prefetch(tf.data.AUTOTUNE).with_options(options)
-  return HostBatches(batch, num_batches, 'tf', functools.partial(_numpy_batches, ds))
+  return HostBatches(batch, functools.partial(_numpy_batches, ds))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -617,7 +613,7 @@ def create_dataset(
       start_step,
       num_batches,
   )
-  return HostBatches(batch, num_batches, loader, iterate), counter
+  return HostBatches(batch, iterate), counter
 
 
 # ------------------------------------------------------------------------------------------------
