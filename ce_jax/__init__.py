@@ -3,4 +3,4 @@
 Importing it changes nothing process-wide: commands call `ce_jax.platform.setup()` first.
 """
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'

@@ -11,20 +11,27 @@ The server is the standard library's `http.server`, not Gradio or Flask: one pag
 endpoints need nothing more, so the app adds no dependency and no install step, loads nothing
 from the network (the page is vanilla JavaScript, no CDN), and works offline.
 
-  GET  /             the page
-  POST /api/photo    {"photo": data URL} -> {"width", "height", "note", "preview": data URL}
-  POST /api/inpaint  {"photo": data URL, "mask": data URL (white = hole)}
-                     -> {"result", "telea": PNG data URLs, "width", "height", "holes", "seconds",
-                         "note"}
+  GET  /                 the page
+  GET  /samples/NAME     a bundled sample photo (ce_jax/samples), the page's examples
+  GET  /api/image/TOKEN  an image an answer below names (kept for the last IMAGES_KEPT answers)
+  POST /api/photo        {"photo": data URL} -> {"width", "height", "note", "preview": URL}
+  POST /api/inpaint      {"photo": data URL, "mask": data URL (white = hole)}
+                         -> {"result", "telea": PNG URLs, "width", "height", "holes",
+                             "seconds", "note"}
 
-Errors answer {"error": one line} with a 4xx status, which the page shows. Photos whose longest
-side exceeds MAX_SIDE px are downscaled to it (the page says so, and the result has that size);
-photos of more than MAX_PIXELS pixels or requests of more than MAX_BODY_BYTES are refused. It
+Answers are small JSON; the images they name are fetched as images (a 4000x2667 photo's two
+fills were 23 MB of base64 JSON). Errors answer {"error": one line} with a 4xx status, which the
+page shows. Photos whose longest side exceeds MAX_SIDE px are downscaled to it (the page says so,
+and the result has that size); photos of more than MAX_PIXELS pixels or requests of more than
+MAX_BODY_BYTES are refused. At most WORK_SLOTS requests are read, decoded and answered at a time
+(the others wait their turn), which bounds the memory that concurrent large photos take. It
 listens on 127.0.0.1 only unless --host says otherwise.
 """
 
 import base64
 import binascii
+import collections
+import ctypes
 import dataclasses
 import errno
 import functools
@@ -32,6 +39,7 @@ import http.server
 import io
 import json
 from pathlib import Path
+import secrets
 import sys
 import threading
 import time
@@ -42,13 +50,41 @@ import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from ce_jax import baselines, checkpoints, inpaint, masks, platform, steps
+from ce_jax import baselines, checkpoints, images, inpaint, masks, models, platform, steps
 
 MAX_SIDE = 4096  # px on a photo's longest side; larger ones are downscaled to it
 MAX_PIXELS = 80_000_000  # larger photos (and masks) are refused before they are decoded
 MAX_PHOTO_MB = 50  # the page refuses larger files before sending them
 MAX_BODY_BYTES = 2 * MAX_PHOTO_MB * 2**20  # a photo and its mask, base64-encoded
+# Requests read, decoded and answered at a time: a large photo takes a few hundred MB on its way
+# (request body, base64, pixels, fills, PNGs); more requests wait for a slot.
+WORK_SLOTS = 2
+IMAGES_KEPT = 24  # images of the latest answers the page may still fetch (previews, fills)
+IMAGES_KEPT_BYTES = 256 * 2**20
 PAGE = Path(__file__).resolve().parent / 'app.html'
+SAMPLES = Path(__file__).resolve().parent / 'samples'
+# The page's examples: bundled photos, one click away.
+EXAMPLES = (
+    'swans.jpg',
+    'mont_saint_michel.jpg',
+    'kitten.jpg',
+    'tower_bridge_night.jpg',
+    'coral_reef.jpg',
+    'neuschwanstein_castle.jpg',
+    'giraffes.jpg',
+    'forest_stream.jpg',
+)
+
+
+def _malloc_trim():
+  """glibc's malloc_trim, or None: gives the heap's free memory back to the system."""
+  try:
+    return ctypes.CDLL('libc.so.6').malloc_trim
+  except (OSError, AttributeError):  # not glibc
+    return None
+
+
+MALLOC_TRIM = _malloc_trim()
 
 
 class HttpError(Exception):
@@ -57,6 +93,31 @@ class HttpError(Exception):
   def __init__(self, status: int, message: str):
     super().__init__(message)
     self.status = status
+
+
+class Images:
+  """The images of the latest answers, by token, for GET /api/image/TOKEN: the newest
+  IMAGES_KEPT, within IMAGES_KEPT_BYTES."""
+
+  def __init__(self, count: int = IMAGES_KEPT, max_bytes: int = IMAGES_KEPT_BYTES):
+    self.count, self.max_bytes = count, max_bytes
+    self._items = collections.OrderedDict()
+    self._lock = threading.Lock()
+
+  def put(self, data: bytes, content_type: str) -> str:
+    """Keeps an image; returns the URL the page fetches it from."""
+    token = secrets.token_urlsafe(12)
+    with self._lock:
+      self._items[token] = (data, content_type)
+      while len(self._items) > self.count or (
+          len(self._items) > 1 and sum(len(d) for d, _ in self._items.values()) > self.max_bytes
+      ):
+        self._items.popitem(last=False)
+    return f'/api/image/{token}'
+
+  def get(self, token: str):
+    with self._lock:
+      return self._items.get(token)
 
 
 @dataclasses.dataclass
@@ -70,11 +131,12 @@ class Model:
   predict: object
   blend: int = 3
   lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+  images: Images = dataclasses.field(default_factory=Images)
 
   def describe(self) -> str:
     c = self.config
     return (
-        f'{self.workdir} (step {self.step}; {c.model} / {c.encoder}, sees {c.image_size} px '
+        f'{self.workdir} (step {self.step}; {models.describe(c)}: sees {c.image_size} px '
         f'around a {c.hole_size} px hole)'
     )
 
@@ -104,13 +166,18 @@ def data_url_bytes(value, what: str) -> bytes:
     raise ValueError(f'The {what} is not base64 data.') from None
 
 
-def data_url(image: np.ndarray, fmt: str = 'PNG') -> str:
-  """A uint8 image as a data URL: PNG (lossless, for results) or JPEG (for previews)."""
+def encode(image: np.ndarray, fmt: str = 'PNG') -> bytes:
+  """A uint8 image as PNG (lossless, for results) or JPEG (for previews)."""
   buf = io.BytesIO()
   Image.fromarray(image).save(
       buf, fmt, **({'compress_level': 1} if fmt == 'PNG' else {'quality': 92})
   )
-  return f'data:image/{fmt.lower()};base64,{base64.b64encode(buf.getvalue()).decode()}'
+  return buf.getvalue()
+
+
+def data_url(image: np.ndarray, fmt: str = 'PNG') -> str:
+  """A uint8 image as a data URL."""
+  return f'data:image/{fmt.lower()};base64,{base64.b64encode(encode(image, fmt)).decode()}'
 
 
 def open_image(data: bytes, what: str, max_pixels: int) -> Image.Image:
@@ -146,10 +213,12 @@ def decode_photo(
       w, h = h, w
     if max(w, h) > max_side:
       img.draft('RGB', (max_side, max_side))  # JPEG: decode at a reduced scale, much faster
-    img = ImageOps.exif_transpose(img).convert('RGB')
+    img = ImageOps.exif_transpose(img)
+    transparent = images.has_transparency(img)
+    img = images.to_rgb(img)  # as training reads photos: 16-bit scaled, transparency on white
   except Exception as e:  # pylint: disable=broad-except  # truncated or corrupt files
     raise ValueError(f'The photo cannot be decoded: {e}'.replace('\n', ' ')) from None
-  note = ''
+  note = f'The photo: {images.TRANSPARENCY_NOTE}.' if transparent else ''
   if max(w, h) > max_side:
     scale = max_side / max(w, h)
     img = img.resize(
@@ -157,8 +226,8 @@ def decode_photo(
     )
     note = (
         f'Downscaled from {w}x{h} to {img.width}x{img.height} px (photos are limited to '
-        f'{max_side} px on their longest side).'
-    )
+        f'{max_side} px on their longest side). {note}'
+    ).strip()
   return np.asarray(img), note
 
 
@@ -175,10 +244,10 @@ def decode_mask(data: bytes, height: int, width: int) -> np.ndarray:
 
 def photo_info(model: Model, request: dict) -> dict:
   """POST /api/photo: checks and normalises an upload, for the page to paint on."""
-  del model
   photo, note = decode_photo(data_url_bytes(request.get('photo'), 'photo'))
   height, width = photo.shape[:2]
-  return {'width': width, 'height': height, 'note': note, 'preview': data_url(photo, 'JPEG')}
+  preview = model.images.put(encode(photo, 'JPEG'), 'image/jpeg')
+  return {'width': width, 'height': height, 'note': note, 'preview': preview}
 
 
 def inpaint_request(model: Model, request: dict) -> dict:
@@ -193,8 +262,8 @@ def inpaint_request(model: Model, request: dict) -> dict:
   seconds = time.perf_counter() - start
   height, width = photo.shape[:2]
   return {
-      'result': data_url(result),
-      'telea': data_url(baselines.telea_photo(photo, hole)),
+      'result': model.images.put(encode(result), 'image/png'),
+      'telea': model.images.put(encode(baselines.telea_photo(photo, hole)), 'image/png'),
       'width': width,
       'height': height,
       'seconds': seconds,
@@ -219,6 +288,7 @@ def page(model: Model) -> bytes:
       'maxPhotoMB': MAX_PHOTO_MB,
       'holeFraction': (model.config.hole_size - 2 * model.config.mask.overlap)
       / model.config.image_size,
+      'examples': [name for name in EXAMPLES if (SAMPLES / name).is_file()],
   }
   js = json.dumps(settings).replace('</', '<\\/')
   return page_template().replace('/*SETTINGS*/null', js).encode('utf-8')
@@ -267,8 +337,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
   def do_GET(self):  # pylint: disable=invalid-name
     path = urllib.parse.urlsplit(self.path).path
+    folder, _, name = path.rpartition('/')
+    image = self.server.model.images.get(name) if folder == '/api/image' else None
     if path in ('/', '/index.html'):
       self._send(200, page(self.server.model), 'text/html; charset=utf-8')
+    elif image:
+      self._send(200, *image)
+    elif folder == '/samples' and name in EXAMPLES:
+      self._send(200, (SAMPLES / name).read_bytes(), 'image/jpeg')
+    elif folder == '/api/image':
+      self._send(
+          404,
+          b'This image is no longer kept: inpaint the photo again.\n',
+          'text/plain; charset=utf-8',
+      )
     else:
       self._send(
           404, f'404: nothing at {path}; the app is at /.\n'.encode(), 'text/plain; charset=utf-8'
@@ -279,7 +361,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
     try:
       if path not in ROUTES:
         raise HttpError(404, f'No endpoint {path}; there are {", ".join(ROUTES)}.')
-      self._send_json(200, ROUTES[path](self.server.model, self._read_json()))
+      with self.server.work_slots:  # bounds the memory of concurrent large photos
+        try:
+          answer = ROUTES[path](self.server.model, self._read_json())
+        finally:
+          if MALLOC_TRIM:  # a photo's buffers, freed, would stay in this thread's heap
+            MALLOC_TRIM(0)
+      self._send_json(200, answer)
     except HttpError as e:
       self._send_json(e.status, {'error': str(e)})
     except ValueError as e:  # bad photo, empty mask, a hole too large for the model
@@ -295,16 +383,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(http.server.ThreadingHTTPServer):
   daemon_threads = True
   model: Model | None = None
+  work_slots = threading.BoundedSemaphore(WORK_SLOTS)
 
   def handle_error(self, request, client_address):
     if not isinstance(sys.exc_info()[1], ConnectionError):  # a tab closed mid-answer is no error
       super().handle_error(request, client_address)
 
 
-def make_server(host: str, port: int, model: Model | None = None) -> Server:
+def make_server(
+    host: str, port: int, model: Model | None = None, work_slots: int = WORK_SLOTS
+) -> Server:
   """Binds host:port (0: a free port) at once; set `.model` before serving."""
   server = Server((host, port), Handler)
   server.model = model
+  server.work_slots = threading.BoundedSemaphore(work_slots)
   return server
 
 
@@ -318,6 +410,12 @@ def define_flags():
       'host', '127.0.0.1', 'Address to listen on; 0.0.0.0 opens the app to your whole network.'
   )
   flags.DEFINE_integer('port', 8080, 'Port to listen on (0: any free port).')
+  flags.DEFINE_integer(
+      'work_slots',
+      WORK_SLOTS,
+      'Requests read and decoded at a time; each large photo takes a few hundred MB meanwhile.',
+      lower_bound=1,
+  )
 
 
 def main(argv):
@@ -325,7 +423,7 @@ def main(argv):
   del argv
   platform.setup()
   try:  # bind first: a port in use fails in a second, not after loading the model
-    server = make_server(FLAGS.host, FLAGS.port)
+    server = make_server(FLAGS.host, FLAGS.port, work_slots=FLAGS.work_slots)
   except (OSError, OverflowError) as e:  # OverflowError: a port outside 0-65535
     in_use = getattr(e, 'errno', None) == errno.EADDRINUSE
     why = 'the port is in use (pass --port=another)' if in_use else e

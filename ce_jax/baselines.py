@@ -1,10 +1,12 @@
-"""Floors printed beside every model: the hole filled with the context's mean colour, and
-OpenCV's Telea inpainting. Both return filled images in [-1, 1], scored with `metrics`."""
+"""Classical fills printed beside every model: the hole filled with the context's mean colour,
+OpenCV's Telea inpainting, and the harmonic fill (Laplace's equation in the hole with the
+context as boundary), the strongest of the three and the anchor a learned model has to beat.
+Each batch function returns filled images in [-1, 1], scored with `metrics`."""
 
 import cv2
 import jax.numpy as jnp
 import numpy as np
-
+from ce_jax import harmonic as harmonic_lib
 from ce_jax import images as images_lib
 
 
@@ -35,4 +37,13 @@ def telea(batch, radius: int = 5) -> np.ndarray:
   return out
 
 
-BASELINES = {'mean_fill': mean_fill, 'telea': telea}
+def harmonic(batch) -> np.ndarray:
+  """Each image's hole filled by `harmonic.fill_photo` (exact), in [-1, 1] (float32)."""
+  images = np.asarray(batch['image'], np.float64)
+  holes = np.asarray(batch['mask'])[..., 0] > 0
+  return np.stack([harmonic_lib.fill_photo(img, hole) for img, hole in zip(images, holes)]).astype(
+      np.float32
+  )
+
+
+BASELINES = {'mean_fill': mean_fill, 'telea': telea, 'harmonic': harmonic}

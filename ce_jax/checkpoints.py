@@ -15,10 +15,16 @@ validation report loss). `save` refuses a state that holds NaN or Inf, and a ste
 read back falls back to the previous one where the caller asked for 'latest'.
 """
 
+import errno
 import json
+import logging as py_logging
 import math
+import os
 from pathlib import Path
+import shutil
 import sys
+import threading
+import time
 
 from absl import logging
 import jax
@@ -28,7 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from ce_jax import configs, steps
+from ce_jax import configs, models, steps
 
 # `load_generator`'s name for the model shipped inside the package (an export, see below).
 PRETRAINED = 'pretrained'
@@ -62,8 +68,79 @@ def _best_metric(metrics) -> float:
   return float(metrics.get(BEST_METRIC, math.inf))
 
 
+def _warn(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
+
+
+class _Manager(ocp.CheckpointManager):
+  """orbax's CheckpointManager, except that a step whose metrics file cannot be read (empty,
+  garbled, not a JSON object) is a step without metrics, said in one warning, like any other
+  unreadable item: it is not an error that blocks every command on the run."""
+
+  def _get_metrics(self, step: int):
+    try:
+      metrics = super()._get_metrics(step)
+      if metrics is None or (
+          isinstance(metrics, dict)
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values())
+      ):
+        return metrics
+      raise ValueError(f'not an object of numbers: {str(metrics)[:60]}')
+    except (ValueError, OSError) as e:  # json.JSONDecodeError is a ValueError
+      warned = self.__dict__.setdefault('_ce_warned_metrics', set())
+      if step not in warned:
+        warned.add(step)
+        _warn(
+            f'warning: the metrics file of checkpoint {step} in {self.directory} cannot be read '
+            f'({_reason(e)}); its weights are used, but it is not ranked for --step=best.'
+        )
+      return None
+
+
+class _QuietOrbaxErrors(py_logging.Filter):
+  """Drops orbax's ERROR records (a failed save logs dozens of tracebacks from its threads) and
+  asyncio's "exception was never retrieved" ones: every such failure reaches the caller as an
+  exception, which the commands turn into one line."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    if record.levelno < py_logging.ERROR:
+      return True
+    path = record.pathname.replace(os.sep, '/')
+    return not ('/orbax/' in path or record.name == 'asyncio' or '/asyncio/' in path)
+
+
+_QUIET = _QuietOrbaxErrors()
+_QUIET_LOCK = threading.Lock()
+
+
+def _closed_loop_hook(previous):
+  """sys.unraisablehook that drops the "Event loop is closed" errors of callbacks orbax's writer
+  threads still deliver after a failed write (dozens of tracebacks), and passes on the rest."""
+
+  def hook(unraisable):
+    e = unraisable.exc_value
+    if not (isinstance(e, RuntimeError) and str(e) == 'Event loop is closed'):
+      previous(unraisable)
+
+  hook.ce_jax_quiet = True
+  return hook
+
+
+def quiet_orbax_errors() -> None:
+  """Installs `_QuietOrbaxErrors` on the loggers orbax and asyncio write to, and
+  `_closed_loop_hook` (once)."""
+  with _QUIET_LOCK:
+    for name in ('absl', 'asyncio'):
+      logger = py_logging.getLogger(name)
+      if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)
+    if not getattr(sys.unraisablehook, 'ce_jax_quiet', False):
+      sys.unraisablehook = _closed_loop_hook(sys.unraisablehook)
+
+
 def manager(workdir, config=None, *, read_only: bool = False) -> ocp.CheckpointManager:
   """The run's CheckpointManager over `workdir/checkpoints`."""
+  quiet_orbax_errors()
   keep = config.keep_checkpoints if config is not None else 3
   options = ocp.CheckpointManagerOptions(
       read_only=read_only,
@@ -89,12 +166,12 @@ def manager(workdir, config=None, *, read_only: bool = False) -> ocp.CheckpointM
   )
   directory = Path(workdir).absolute() / 'checkpoints'
   if not read_only:
-    return ocp.CheckpointManager(directory, options=options)
+    return _Manager(directory, options=options)
   # Orbax warns that a read-only manager's directory is read-only: say nothing instead.
   level = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)
   try:
-    return ocp.CheckpointManager(directory, options=options)
+    return _Manager(directory, options=options)
   finally:
     logging.set_verbosity(level)
 
@@ -148,6 +225,71 @@ def save(mngr: ocp.CheckpointManager, state: steps.TrainState, config, metrics=N
   mngr.save(int(state.step), args=ocp.args.Composite(**items), metrics=metrics or {}, force=True)
 
 
+class SaveError(OSError):
+  """A checkpoint or an export that could not be written (its message is the one line a user
+  reads); what was saved before it is kept."""
+
+
+def _size(n: int | None) -> str:
+  return 'an unknown amount' if n is None else f'{n / 2**20:.1f} MB'
+
+
+def tree_bytes(tree) -> int:
+  """Bytes of the arrays of `tree` (what a checkpoint of it holds, before compression)."""
+  return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def _free_bytes(path: Path) -> int | None:
+  """Free bytes on the file system of `path` (or of its nearest existing parent)."""
+  path = Path(path).absolute()
+  for p in (path, *path.parents):
+    if p.exists():
+      try:
+        return shutil.disk_usage(p).free
+      except OSError:
+        return None
+  return None
+
+
+def is_disk_full(error: BaseException) -> bool:
+  """Whether `error` (an OSError, or tensorstore's error text) says the disk is full."""
+  return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or (
+      'No space left on device' in str(error) or "os_error_code='28'" in str(error)
+  )
+
+
+def write_failure(what: str, where, error: BaseException, needed: int | None) -> SaveError:
+  """The one-line SaveError for `what` that could not be written to `where`."""
+  free = _free_bytes(Path(where))
+  cause = 'the disk is full' if is_disk_full(error) else _reason(error)
+  return SaveError(
+      f'{what} could not be written to {where} ({cause}); it needs about {_size(needed)}, '
+      f'{_size(free)} free'
+  )
+
+
+def _remove_tree(path: Path) -> None:
+  """Deletes a folder that a failed write's threads may still be finishing (a few tries)."""
+  for _ in range(20):
+    shutil.rmtree(path, ignore_errors=True)
+    if not os.path.lexists(path):
+      return
+    time.sleep(0.1)
+
+
+def remove_partial_save(mngr: ocp.CheckpointManager, step: int) -> None:
+  """Deletes the temporary folder a failed save of `step` left (orbax's `N.orbax-checkpoint-tmp`);
+  the committed checkpoints are untouched."""
+  for tmp in Path(str(mngr.directory)).glob(f'{step}.orbax-checkpoint-tmp*'):
+    _remove_tree(tmp)
+
+
+def save_failed(mngr, step: int, error: BaseException, needed: int | None) -> SaveError:
+  """Cleans up after a failed save of `step`; the SaveError to raise."""
+  remove_partial_save(mngr, step)
+  return write_failure(f'Checkpoint {step}', mngr.directory, error, needed)
+
+
 def _merge(base: ml_collections.ConfigDict, saved: dict) -> None:
   for key, value in saved.items():
     if isinstance(value, dict) and isinstance(base.get(key), ml_collections.ConfigDict):
@@ -181,6 +323,20 @@ def check_compatible(saved, config, where: str) -> None:
     raise IncompatibleCheckpoint(
         f'The checkpoint in {where} was trained with {", ".join(diff)}; use another '
         f'--workdir, or the same settings to resume it.'
+    )
+
+
+def check_unchanged_networks(saved, config, where) -> None:
+  """Refuses, in one line, --config overrides that would change the shapes of a trained model's
+  networks (evaluate takes the checkpoint's config, and may only change the data and scoring)."""
+  diff = [f'--config.{k}={config.get(k)}' for k in ARCHITECTURE if saved.get(k) != config.get(k)]
+  if diff:
+    trained = ', '.join(
+        f'{k}={saved.get(k)}' for k in ARCHITECTURE if saved.get(k) != config.get(k)
+    )
+    raise ValueError(
+        f'{" ".join(diff)}: the model in {where} was trained with {trained}, and its networks '
+        'cannot change shape; leave the flag out.'
     )
 
 
@@ -274,14 +430,76 @@ def resolve_step(mngr, step: int | str | None) -> int:
   return int(step)
 
 
+def is_run(path) -> bool:
+  """Whether `path` is a training run's directory (it holds checkpoints/)."""
+  return (Path(path) / 'checkpoints').is_dir()
+
+
+def check_export_target(out) -> Path:
+  """The absolute --out of an export, or a one-line ValueError: an export may only create a new
+  folder or replace an earlier export, never a file, a run or a folder of other files."""
+  out = Path(out).absolute()
+  if out.is_file() or (out.exists() and not out.is_dir()):
+    raise ValueError(f'--out={out} is an existing file; name a new folder (or an earlier export).')
+  if out.is_dir():
+    if is_run(out):
+      raise ValueError(
+          f'--out={out} is a training run; an export there would hide its checkpoints. Name a '
+          'new folder (e.g. --out=exported/).'
+      )
+    if not (out / EXPORT_CONFIG).is_file() and any(out.iterdir()):
+      raise ValueError(
+          f'--out={out} holds files that are not an export; name a new folder (or an earlier '
+          'export, which is replaced).'
+      )
+  return out
+
+
 def export_generator(out_dir, config, variables, step: int, dtype: str = 'float16') -> None:
   """Writes a generator alone, its weights stored as `dtype`, for `load_generator(out_dir)`:
-  OUT/generator (orbax) and OUT/export.json (the run's config, step and storage dtype)."""
-  out = Path(out_dir).absolute()
+  OUT/generator (orbax) and OUT/export.json (the run's config, step and storage dtype).
+
+  OUT must be new, empty or an earlier export (`check_export_target`). The export is written to
+  a hidden temporary folder inside OUT and moved in place only once complete (an earlier
+  export's files are moved aside just before, and deleted just after), so a failed write (a
+  full disk) keeps an earlier export as it was and leaves nothing behind.
+  """
+  out = check_export_target(out_dir)
   weights = jax.tree.map(lambda x: np.asarray(x).astype(dtype), jax.device_get(variables))
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(out / EXPORT_WEIGHTS, weights, force=True)
-  write_json(out / EXPORT_CONFIG, {'config': config.to_dict(), 'step': int(step), 'dtype': dtype})
+  meta = {'config': config.to_dict(), 'step': int(step), 'dtype': dtype}
+  tmp, old = out / f'.export-tmp-{os.getpid()}', out / f'.export-old-{os.getpid()}'
+  quiet_orbax_errors()
+  try:
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+  except OSError as e:
+    raise ValueError(f'--out={out}: cannot write there ({e.strerror}).') from None
+  names = (EXPORT_CONFIG, EXPORT_WEIGHTS)  # export.json first out, last in
+  moved, placed = [], []
+  try:
+    # A synchronous checkpointer: an error is raised here, not in a background thread.
+    with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+      checkpointer.save(tmp / EXPORT_WEIGHTS, args=ocp.args.StandardSave(weights))
+    write_json(tmp / EXPORT_CONFIG, meta)
+    old.mkdir(exist_ok=True)
+    for name in names:
+      if (out / name).exists():
+        (out / name).rename(old / name)
+        moved.append(name)
+    for name in reversed(names):
+      (tmp / name).rename(out / name)
+      placed.append(name)
+  except Exception as e:  # pylint: disable=broad-except  # any failure: keep what was there
+    for name in placed:
+      shutil.rmtree(out / name, ignore_errors=True)
+      (out / name).unlink(missing_ok=True)
+    for name in moved:
+      (old / name).rename(out / name)
+    raise write_failure(f'The export of step {step}', out, e, tree_bytes(weights)) from None
+  finally:
+    _remove_tree(tmp)
+    _remove_tree(old)
 
 
 def _generator_shapes(config):
@@ -289,15 +507,49 @@ def _generator_shapes(config):
   return jax.eval_shape(lambda: steps.init_variables(config, jax.random.PRNGKey(0)))[0]
 
 
-def _load_export(path: Path):
-  meta = json.loads((path / EXPORT_CONFIG).read_text())
+def _load_export(path: Path, step=None):
+  """(config, variables, step) of an export; one-line ValueErrors for a damaged or edited one."""
+  where = path / EXPORT_CONFIG
+  try:
+    meta = json.loads(where.read_text())
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{where} cannot be read ({_reason(e)}); export the run again.') from None
+  if not (
+      isinstance(meta, dict)
+      and isinstance(meta.get('config'), dict)
+      and isinstance(meta.get('step'), int)
+      and meta.get('dtype') in ('float16', 'bfloat16', 'float32')
+  ):
+    raise ValueError(
+        f'{where} is not an export\'s description (an object with "config", an integer "step" '
+        'and "dtype" float16 | bfloat16 | float32); export the run again.'
+    )
+  if step not in (None, 'latest', 'best', -1) and str(step) != str(meta['step']):
+    raise ValueError(
+        f'{path} is an export of step {meta["step"]} alone; --step={step} does not apply '
+        "(leave --step out, or pass the run's own folder)."
+    )
   config = configs.get('default')
-  _merge(config, meta['config'])
-  abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, meta['dtype']), _generator_shapes(config)
-  )
-  with ocp.StandardCheckpointer() as checkpointer:
-    weights = checkpointer.restore(path / EXPORT_WEIGHTS, abstract)
+  try:
+    _merge(config, meta['config'])
+    models.validate(config)
+    shapes = _generator_shapes(config)
+  except Exception as e:  # pylint: disable=broad-except  # any edit that builds no network
+    raise ValueError(f'{where} describes no network that can be built ({_reason(e)}).') from None
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, meta['dtype']), shapes)
+  mismatch = f'The weights in {path / EXPORT_WEIGHTS} do not match the network {where} describes'
+  try:
+    with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+      weights = checkpointer.restore(path / EXPORT_WEIGHTS, args=ocp.args.StandardRestore(abstract))
+  except Exception as e:  # pylint: disable=broad-except  # missing or damaged files
+    raise ValueError(f'{mismatch}, or cannot be read ({_reason(e)}).') from None
+  wrong = [
+      jax.tree_util.keystr(k)
+      for (k, w), a in zip(jax.tree_util.tree_leaves_with_path(weights), jax.tree.leaves(abstract))
+      if w.shape != a.shape
+  ]
+  if wrong:  # orbax restores a stored array of another shape without a word
+    raise ValueError(f'{mismatch} ({", ".join(wrong[:3])} have other shapes).')
   return config, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), weights), meta['step']
 
 
@@ -309,8 +561,8 @@ def load_generator(workdir, step=None):
   ones to evaluate: the EMA weights when the run kept them.
   """
   path = PRETRAINED_DIR if str(workdir) == PRETRAINED else Path(workdir)
-  if (path / EXPORT_CONFIG).is_file():
-    return _load_export(path.absolute())
+  if (path / EXPORT_CONFIG).is_file() and not is_run(path):  # a run's checkpoints come first
+    return _load_export(path.absolute(), step)
   if str(workdir) == PRETRAINED:
     raise ValueError(
         f'No pretrained model in {PRETRAINED_DIR}; this copy of ce_jax ships '

@@ -11,6 +11,7 @@ to `app.run` for one-line errors.
 
 import ast
 import contextlib
+import importlib.util
 import re
 from pathlib import Path
 import sys
@@ -132,7 +133,60 @@ def expand_presets(argv: list[str], default_file: str) -> list[str]:
     raise ValueError(
         f'--config={value}: no such preset ({", ".join(configs.PRESETS)}) or config file.'
     )
+  elif value != default_file:
+    check_config_file(value)
   return argv[:1] + [f'--config={value}'] + args
+
+
+def _leaves(config, prefix: str = '') -> set[str]:
+  """The dotted paths of a ConfigDict's fields."""
+  paths = set()
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      paths |= _leaves(value, f'{prefix}{key}.')
+    else:
+      paths.add(prefix + key)
+  return paths
+
+
+def check_config_file(value: str) -> None:
+  """Loads a user's config file (`path` or `path:arg`, as config_flags does) once, to turn what
+  can go wrong in it into one line: a syntax error, no get_config(), a get_config() that raises,
+  returns no ConfigDict or lacks fields."""
+  path, _, arg = value.partition(':')
+  path = str(Path(path).expanduser())
+  spec = importlib.util.spec_from_file_location('_ce_jax_user_config', path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ValueError(f'--config={path}: syntax error at line {e.lineno}: {e.msg}.') from None
+  except Exception as e:  # pylint: disable=broad-except  # whatever the user's file raises
+    raise ValueError(f'--config={path} cannot be loaded: {_error_line(e)}.') from None
+  if not callable(getattr(module, 'get_config', None)):
+    raise ValueError(f'--config={path} defines no get_config(); see ce_jax/configs/tiny.py.')
+  try:
+    config = module.get_config(arg) if arg else module.get_config()
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f'--config={path}: get_config() raised {_error_line(e)}.') from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ValueError(
+        f'--config={path}: get_config() returned a {type(config).__name__}, not an '
+        'ml_collections.ConfigDict; start from ce_jax.configs.default.get_config() as '
+        'ce_jax/configs/tiny.py does.'
+    )
+  missing = sorted(_leaves(configs.get('default')) - _leaves(config))
+  if missing:
+    raise ValueError(
+        f'--config={path}: its config lacks {", ".join(missing[:5])}'
+        f'{", ..." if len(missing) > 5 else ""}; start from ce_jax.configs.default.get_config() '
+        'as ce_jax/configs/tiny.py does.'
+    )
+
+
+def _error_line(e: Exception) -> str:
+  text = str(e).strip().splitlines()[0][:200] if str(e).strip() else ''
+  return f'{type(e).__name__}: {text}' if text else type(e).__name__
 
 
 @contextlib.contextmanager

@@ -5,6 +5,10 @@
 The export holds the generator's evaluation weights (the EMA when the run kept one), stored as
 `--dtype`, beside the run's config; `evaluate`, `inpaint` and `checkpoints.load_generator` take
 its folder wherever they take a workdir. The pretrained model in ce_jax/pretrained is one.
+
+--out must be a new folder or an earlier export (never a file, a run, or a folder of other
+files); the export is written beside it and swapped in only when complete, so a failed write
+keeps the earlier export.
 """
 
 import sys
@@ -32,10 +36,11 @@ def main(argv):
     sys.exit('export: --workdir and --out are required.')
   platform.setup()
   try:
+    checkpoints.check_export_target(FLAGS.out)  # before the restore: a wrong --out fails at once
     config, variables, step = checkpoints.load_generator(FLAGS.workdir, FLAGS.step)
-  except ValueError as e:
+    checkpoints.export_generator(FLAGS.out, config, variables, step, FLAGS.dtype)
+  except (ValueError, OSError) as e:
     sys.exit(f'export: {e}')
-  checkpoints.export_generator(FLAGS.out, config, variables, step, FLAGS.dtype)
   print(f'exported step {step} of {FLAGS.workdir} to {FLAGS.out} ({FLAGS.dtype})')
 
 

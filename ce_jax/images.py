@@ -33,14 +33,44 @@ def from_uint8(pixels: np.ndarray) -> np.ndarray:
   return pixels.astype(np.float32) / 127.5 - 1.0
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-  """Any Pillow mode to 8-bit RGB; transparent pixels become white, not their hidden colour."""
+ALPHA_MODES = ('RGBA', 'LA', 'PA', 'RGBa', 'La')
+# What `to_rgb` does with transparency, in the words a user reads (inpaint and the app say it).
+TRANSPARENCY_NOTE = (
+    'its transparent pixels are composited on white, as training reads photos '
+    '(the result has no transparency)'
+)
+
+
+def has_transparency(img: Image.Image) -> bool:
+  """Whether `img` has a pixel that is not fully opaque (which `to_rgb` composites on white)."""
+  if img.mode not in ALPHA_MODES and 'transparency' not in img.info:
+    return False
+  return img.convert('RGBA').getchannel('A').getextrema()[0] < 255
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+  """Any Pillow mode to 8-bit RGB, the one conversion every reader of images uses (training,
+  evaluation, inpaint, the app): 16/32-bit grey is scaled to 8 bits (not clipped to white), and
+  transparent pixels become white, not their hidden colour."""
   if img.mode.startswith('I'):  # 16/32-bit integer grey: scale 16-bit range to 8 bits
     img = Image.fromarray((np.asarray(img, np.float32) / 257).clip(0, 255).astype(np.uint8), 'L')
-  if img.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in img.info:
+  if img.mode in ALPHA_MODES or 'transparency' in img.info:
     img = img.convert('RGBA')
     img = Image.alpha_composite(Image.new('RGBA', img.size, (255, 255, 255, 255)), img)
   return img if img.mode == 'RGB' else img.convert('RGB')
+
+
+def read_photo(source: str | Path | BinaryIO) -> tuple[np.ndarray, str]:
+  """A user's photo, any size, as (uint8 RGB (H, W, 3), note), read as training reads images:
+  turned upright by its EXIF tag, then `to_rgb`. `note` is '' or says how transparency was
+  handled (TRANSPARENCY_NOTE). Pillow's pixel limit applies: lift it around the call for
+  photos of any size. Raises on unreadable input."""
+  with Image.open(source) as img:
+    img = ImageOps.exif_transpose(img)  # loads the pixels; truncated files raise here
+  if min(img.size) < 1:
+    raise ValueError('image has no pixels')
+  note = TRANSPARENCY_NOTE if has_transparency(img) else ''
+  return np.asarray(to_rgb(img), np.uint8), note
 
 
 def load_image(path_or_file: str | Path | BinaryIO, min_side: int = 0) -> np.ndarray:
@@ -56,7 +86,7 @@ def load_image(path_or_file: str | Path | BinaryIO, min_side: int = 0) -> np.nda
     img = ImageOps.exif_transpose(img)  # loads the pixels; truncated files raise here
   if min(img.size) < 1:
     raise ValueError('image has no pixels')
-  img = _to_rgb(img)
+  img = to_rgb(img)
   factor = min(img.size) // min_side if min_side > 0 else 1
   if factor >= 2:
     img = img.reduce(factor)

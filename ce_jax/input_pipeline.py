@@ -39,6 +39,7 @@ number of batches (from the split's size in the TFDS metadata).
 from collections.abc import Callable, Iterator
 import collections
 import concurrent.futures
+import csv
 import dataclasses
 import functools
 import hashlib
@@ -48,6 +49,7 @@ import math
 import os
 from pathlib import Path
 import queue
+import re
 import threading
 
 from absl import logging
@@ -55,6 +57,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from ce_jax import augment as augment_lib
 from ce_jax import images, masks, sharding
 
 SAMPLES_DIR = Path(__file__).resolve().parent / 'samples'
@@ -164,9 +167,34 @@ def _reason(e: Exception) -> str:
 # Folders (and the bundled samples): the whole split on every host, read by position.
 
 
-def _in_test_split(rel_path: str, test_fraction: float) -> bool:
-  """By a hash of the path: adding files never moves existing ones between train and test."""
-  digest = hashlib.md5(rel_path.encode('utf-8')).digest()
+GROUPS_FILE = 'groups.tsv'
+_FRAME_NUMBER = re.compile(r'_[a-z]?\d{3,}$')
+
+
+def read_groups(root: Path) -> dict[str, str]:
+  """`root/groups.tsv` (a header, then `file<TAB>group` rows, paths relative to root), or {}."""
+  path = root / GROUPS_FILE
+  if not path.is_file():
+    return {}
+  with open(path, newline='') as f:
+    return {r['file']: r['group'] for r in csv.DictReader(f, delimiter='\t')}
+
+
+def split_group(rel_path: str, groups: dict[str, str]) -> str:
+  """What decides a file's side of the split: its group in `groups.tsv`; else, for a frame of
+  a sequence (`drive_006690.jpg`, `drive_f00930.jpg`), the sequence (`drive`), so near-duplicate frames stay
+  together; else the file itself."""
+  if rel_path in groups:
+    return 'group:' + groups[rel_path]
+  stem, dot, ext = rel_path.rpartition('.')
+  sequence = _FRAME_NUMBER.sub('', stem) if dot else rel_path
+  return rel_path if sequence == stem else 'sequence:' + sequence
+
+
+def _in_test_split(group: str, test_fraction: float) -> bool:
+  """By a hash of the file's group (`split_group`): adding files never moves existing ones
+  between train and test, and near-duplicates fall on one side."""
+  digest = hashlib.md5(group.encode('utf-8')).digest()
   return int.from_bytes(digest[:8], 'big') / 2**64 < test_fraction
 
 
@@ -184,10 +212,12 @@ def _split_paths(root: Path, config, split: str) -> list[str]:
     extensions = '/'.join(e[1:] for e in images.IMAGE_EXTENSIONS)
     raise ValueError(f'No images ({extensions}) under {root}.')
   frac = config.folder_test_fraction
+  groups = read_groups(root)
   paths = [
       str(p)
       for p in files
-      if _in_test_split(p.relative_to(root).as_posix(), frac) == (split == 'test')
+      if _in_test_split(split_group(p.relative_to(root).as_posix(), groups), frac)
+      == (split == 'test')
   ]
   if (limit := _example_limit(config, split)) >= 0:
     paths = paths[:limit]
@@ -197,6 +227,15 @@ def _split_paths(root: Path, config, split: str) -> list[str]:
         f'(folder_test_fraction={frac}).'
     )
   return paths
+
+
+def split_files(config, split: str) -> list[str]:
+  """The image files of a folder dataset's (or the bundled samples') split, as training and
+  evaluation read them."""
+  root = _folder_root(config)
+  if root is None:
+    raise ValueError(f'dataset={config.dataset!r} is not a folder of images.')
+  return _split_paths(root, config, split)
 
 
 def _folder_root(config) -> Path | None:
@@ -519,6 +558,38 @@ def validate(config) -> None:
       or not all(isinstance(v, (int, float)) and -1.0 <= v <= 1.0 for v in fill)
   ):
     raise ValueError(f'fill={fill!r} must be three numbers in [-1, 1] (an RGB colour).')
+  if not (isinstance(config.seed, int) and 0 <= config.seed < 2**31):
+    raise ValueError(f'seed={config.seed} must be an integer in [0, 2**31).')
+  _validate_mask(config)
+  memory = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  for what in ('batch_size', 'eval_batch_size'):
+    need = config[what] * config.image_size**2 * 3 * 4  # float32 pixels
+    if need > memory:
+      raise ValueError(
+          f'{what}={config[what]} needs {need / 2**30:.0f} GB for its {config.image_size} px '
+          f'images alone, more than the {memory / 2**30:.0f} GB of memory here; lower it.'
+      )
+
+
+def _validate_mask(config) -> None:
+  """Refuses mask settings that would give empty holes (a loss of 0 and a PSNR of 100)."""
+  m = config.mask
+  if m.kind not in masks.KINDS:
+    raise ValueError(f'mask.kind={m.kind!r}: choose one of {", ".join(masks.KINDS)}.')
+  if not (isinstance(m.overlap, int) and 0 <= 2 * m.overlap < config.hole_size):
+    raise ValueError(
+        f'mask.overlap={m.overlap} leaves no hole in a {config.hole_size} px patch; use '
+        f'0 <= overlap < {(config.hole_size + 1) // 2}.'
+    )
+  if m.kind == 'freeform':
+    if not (isinstance(m.max_strokes, int) and m.max_strokes >= 1):
+      raise ValueError(f'mask.max_strokes={m.max_strokes} must be >= 1 (strokes per hole).')
+    if not (isinstance(m.max_vertices, int) and m.max_vertices >= 2):
+      raise ValueError(
+          f'mask.max_vertices={m.max_vertices} must be >= 2 (a stroke joins its vertices).'
+      )
+    if not m.max_radius > 0:
+      raise ValueError(f'mask.max_radius={m.max_radius} must be > 0 (a fraction of hole_size).')
 
 
 def host_batch_size(config, split: str) -> int:
@@ -628,20 +699,25 @@ def device_batches(
     *,
     first_index: int = 0,
     prefetch: int = 2,
+    augment: bool = False,
+    transform: str | None = None,
 ) -> Iterator[dict[str, jax.Array]]:
   """Global batches sharded over the mesh's `data` axis, masked on the device.
 
   Yields `masks.make_batch`'s dict (image, masked, mask, box, target, patch_mask) plus `valid`,
   the i-th batch masked with `fold_in(key, first_index + i)`: a run resumed at step k passes
   first_index=k and draws the masks an uninterrupted run draws. A background thread keeps
-  `prefetch` batches ready, so the device never waits for the host.
+  `prefetch` batches ready, so the device never waits for the host. augment=True (training)
+  applies `augment.photometric` to a `config.photometric` share of the images first;
+  transform='dark' (or another `augment.TRANSFORMS` name) changes every image, for the
+  robustness sets.
   """
   global_batch = host_batches.batch_size * jax.process_count()
   what = 'batch_size' if global_batch == config.batch_size else 'eval_batch_size'
   sharding.check_divisible(global_batch, mesh, what)
   data_sharding = sharding.batch_sharding(mesh)
   key = jax.device_put(key, sharding.replicated(mesh))
-  mask = _masker(ml_collections.FrozenConfigDict(config), mesh)
+  mask = _masker(ml_collections.FrozenConfigDict(config), mesh, augment, transform)
 
   def batches():
     for i, batch in enumerate(host_batches, first_index):
@@ -656,7 +732,9 @@ def device_batches(
 
 
 @functools.lru_cache(maxsize=8)
-def _masker(config: ml_collections.FrozenConfigDict, mesh) -> Callable:
+def _masker(
+    config: ml_collections.FrozenConfigDict, mesh, augment: bool = False, transform=None
+) -> Callable:
   """The jitted masking step, compiled once per (config, mesh), not once per evaluation."""
   file_mask = (
       masks.load_mask_file(config.mask.file, config.image_size)
@@ -666,8 +744,15 @@ def _masker(config: ml_collections.FrozenConfigDict, mesh) -> Callable:
 
   @functools.partial(jax.jit, out_shardings=sharding.batch_sharding(mesh))
   def mask(image_batch, valid, key, i):
+    key = jax.random.fold_in(key, i)
+    if transform:
+      image_batch = augment_lib.transform(image_batch, transform)
+    if augment:
+      image_batch = augment_lib.photometric(
+          image_batch, jax.random.fold_in(key, 1), config.photometric
+      )
     return {
-        **masks.make_batch(image_batch, jax.random.fold_in(key, i), config, file_mask),
+        **masks.make_batch(image_batch, key, config, file_mask),
         'valid': valid,
     }
 

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from ce_jax import harmonic
+
 KINDS = ('center', 'block', 'freeform', 'file')
 
 
@@ -189,24 +191,42 @@ def make_batch(images, key, config, file_mask=None) -> dict:
   region, corner = sample(
       key, images.shape[0], config.mask, images.shape[1], config.hole_size, file_mask
   )
-  return assemble(images, region, corner, config)
+  return assemble(images, region, corner, config, square=config.mask.kind in ('center', 'block'))
 
 
-def assemble(images, region, corner, config) -> dict:
+PREFILLS = ('constant', 'harmonic')
+
+
+def prefill(images, region, corner, config, square: bool = False):
+  """The encoder's input: the missing `region` filled with the constant `config.fill` (the
+  original release) or, with config.prefill='harmonic', by the harmonic fill of the context.
+  square=True promises that every region is its patch box shrunk by `mask.overlap` >= 1 px (as
+  `sample` draws centre and block masks): a precomputed operator then paints it."""
+  if config.prefill == 'constant':
+    return fill_hole(images, region, config.fill)
+  if config.prefill not in PREFILLS:
+    raise ValueError(f'prefill={config.prefill!r}: use one of {", ".join(PREFILLS)}.')
+  inset = config.mask.overlap if square and config.mask.overlap >= 1 else None
+  return harmonic.fill_batch(images, region, corner, config.hole_size, inset).astype(images.dtype)
+
+
+def assemble(images, region, corner, config, square: bool = False) -> dict:
   """The batch the networks consume, from images, their missing `region` and patch box `corner`:
 
   image  (B, H, W, 3)       the whole image
-  masked (B, H, W, 3)       the encoder's input: the hole filled with `config.fill`
+  masked (B, H, W, 3)       the encoder's input: the hole pre-filled (`prefill`)
   mask   (B, H, W, 1)       1 where pixels are missing
   box    (B, 2) int32       `corner`, the patch box's top-left (y, x)
   target (B, h, h, 3)       the true patch the decoder must paint
   patch_mask (B, h, h, 1)   `mask` cropped to the patch box
+
+  square: see `prefill` (only `make_batch`, which drew the masks, can promise it).
   """
   region = jnp.asarray(region, images.dtype)
   corner = jnp.asarray(corner, jnp.int32)
   return {
       'image': images,
-      'masked': fill_hole(images, region, config.fill),
+      'masked': prefill(images, region, corner, config, square),
       'mask': region,
       'box': corner,
       'target': crop(images, corner, config.hole_size),

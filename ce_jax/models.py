@@ -29,6 +29,9 @@ IMAGE_SIZES = (32, 64, 128, 256)
 
 weight_init = nn.initializers.normal(stddev=0.02)
 UPSAMPLES = ('deconv', 'nearest', 'bilinear')
+# The smallest image std (in [-1, 1]) a residual generator divides by: flat photos (a black
+# stage) are not amplified into noise.
+MIN_STD = 0.05
 
 
 def bn_scale_init(key, shape, dtype=jnp.float32):
@@ -233,16 +236,19 @@ class Decoder(_Layers):
   width: int = 64
   hole_size: int = 64
   upsample: str = 'deconv'
+  residual: bool = False  # last layer linear and zero at init (no tanh): paints a correction
 
-  def up(self, features, bias):
+  def up(self, features, bias, kernel_init=weight_init):
     """x2 up-sampling: the original's 4x4 stride-2 transposed conv ('deconv'), or a nearest
     ('nearest') or bilinear ('bilinear') resize then a 3x3 conv, which paint no checkerboard."""
     if self.upsample in ('deconv', 'nearest'):
       layer = stride2_conv.UpConv if self.upsample == 'deconv' else stride2_conv.NearestUpConv
       return layer(
-          features, use_bias=bias, impl=self.conv_impl, dtype=self.dtype, kernel_init=weight_init
+          features, use_bias=bias, impl=self.conv_impl, dtype=self.dtype, kernel_init=kernel_init
       )
-    conv = self.conv(features, 3, bias=bias)
+    conv = nn.Conv(
+        features, (3, 3), padding='SAME', use_bias=bias, kernel_init=kernel_init, dtype=self.dtype
+    )
     return lambda x: conv(upsample2_bilinear(x))
 
   @nn.compact
@@ -255,8 +261,11 @@ class Decoder(_Layers):
       last = i == n - 1
       if skips and x.shape[1] in skips:
         x = jnp.concatenate([x, skips[x.shape[1]].astype(x.dtype)], axis=-1)
-      c = 3 if last else max(self.width, top // 2 ** (i + 1))
-      x = self.conv_block(x, self.up, c, norm=not last, act=jnp.tanh if last else nn.relu)
+      if last and self.residual:
+        x = self.up(3, True, kernel_init=nn.initializers.zeros)(x)
+      else:
+        c = 3 if last else max(self.width, top // 2 ** (i + 1))
+        x = self.conv_block(x, self.up, c, norm=not last, act=jnp.tanh if last else nn.relu)
     return x.astype(jnp.float32)
 
 
@@ -285,6 +294,12 @@ class Generator(_Layers):
   is split across devices), or z = mu when no key is given (deterministic evaluation).
   skips=True adds the encoder's features over the patch box to the decoder (`box_features`);
   `corner` (B, 2) is the patch box's top-left corner, the centre when None.
+  residual=True paints a correction on the input's own patch (the hole pre-filled, e.g. by the
+  harmonic fill: `config.prefill`) in the frame of the image's statistics: the encoder sees
+  (x - mean) / std of the image (mean per channel, one std, at least `MIN_STD`) beside the
+  `mask` (B, H, W, 1), and the patch is x's patch + std * decoder output, whose last layer
+  starts at zero. So a dark, grey or low-contrast photo looks to the network like any other,
+  and training starts from the pre-fill instead of from noise.
   Returns (patch, extras) with extras = {'mu', 'logvar'} for the VAE and {} for the GAN.
   """
 
@@ -295,21 +310,30 @@ class Generator(_Layers):
   hole_size: int = 64
   skips: bool = False
   upsample: str = 'deconv'
+  residual: bool = False
 
   @nn.compact
-  def __call__(self, x, key=None, corner=None):
+  def __call__(self, x, key=None, corner=None, mask=None):
     common = dict(
         train=self.train, axis_name=self.axis_name, dtype=self.dtype, conv_impl=self.conv_impl
     )
+    size = x.shape[1]
+    if corner is None:
+      corner = jnp.broadcast_to(
+          jnp.asarray(masks.center_corner(size, self.hole_size)), (x.shape[0], 2)
+      )
+    corner = jnp.asarray(corner, jnp.int32)
+    prefilled = x
+    if self.residual:
+      mean = jnp.mean(x, axis=(1, 2), keepdims=True)
+      std = jnp.maximum(jnp.std(x, axis=(1, 2, 3), keepdims=True), MIN_STD)
+      if mask is None:
+        raise ValueError('A residual generator needs the mask (B, H, W, 1) of the hole.')
+      x = jnp.concatenate([(x - mean) / std, jnp.asarray(mask, x.dtype)], axis=-1)
     stages = ENCODER_CLASSES[self.encoder](width=self.width, name='encoder', **common)(x)
     skips = None
     if self.skips:
-      size = x.shape[1]
-      if corner is None:
-        corner = jnp.broadcast_to(
-            jnp.asarray(masks.center_corner(size, self.hole_size)), (x.shape[0], 2)
-        )
-      skips = box_features(stages, jnp.asarray(corner, jnp.int32), size, self.hole_size)
+      skips = box_features(stages, corner, size, self.hole_size)
     h = stages[-1].reshape(x.shape[0], -1)
     dense = functools.partial(nn.Dense, self.bottleneck, kernel_init=weight_init, dtype=self.dtype)
     extras = {}
@@ -329,8 +353,15 @@ class Generator(_Layers):
         z = mu + jnp.exp(0.5 * logvar) * eps
       extras = {'mu': mu, 'logvar': logvar}
     patch = Decoder(
-        width=self.width, hole_size=self.hole_size, upsample=self.upsample, name='decoder', **common
+        width=self.width,
+        hole_size=self.hole_size,
+        upsample=self.upsample,
+        residual=self.residual,
+        name='decoder',
+        **common,
     )(z, skips)
+    if self.residual:
+      patch = jnp.clip(masks.crop(prefilled, corner, self.hole_size) + std * patch, -1.0, 1.0)
     return patch, extras
 
 
@@ -375,6 +406,25 @@ def validate(config) -> None:
     raise ValueError(f"upsample={config.upsample!r}: use one of {', '.join(UPSAMPLES)}.")
   if config.dtype not in ('float32', 'bfloat16'):
     raise ValueError(f"dtype={config.dtype!r}: use 'float32' or 'bfloat16'.")
+  if config.prefill not in masks.PREFILLS:
+    raise ValueError(f"prefill={config.prefill!r}: use one of {', '.join(masks.PREFILLS)}.")
+
+
+def describe(config) -> str:
+  """What a generator is, in words, for logs, tables and the app ('gan/pathak' says too little
+  of a U-Net trained on reconstruction alone)."""
+  if config.model == 'vae':
+    kind = 'VAE context encoder'
+  elif config.loss.adv_weight > 0:
+    kind = 'GAN context encoder'
+  else:
+    kind = 'context encoder (L2 only)'
+  parts = [f'{config.encoder} {kind}', f'bottleneck {config.bottleneck}']
+  if config.skips:
+    parts.append('U-Net skips')
+  if config.residual:
+    parts.append(f'residual on the {config.prefill} fill')
+  return ', '.join(parts) + f', {config.image_size}/{config.hole_size}'
 
 
 def create(config, *, train: bool = False, axis_name: str | None = None):
@@ -395,6 +445,7 @@ def create(config, *, train: bool = False, axis_name: str | None = None):
       hole_size=config.hole_size,
       skips=config.skips,
       upsample=config.upsample,
+      residual=config.residual,
       **common,
   )
   discriminator = (

@@ -17,6 +17,7 @@ It does two things, and logs one line naming what it changed:
 import importlib.metadata
 import os
 import sys
+import threading
 
 from absl import flags
 import jax
@@ -27,6 +28,9 @@ CPU_CONV_FLAG = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
 # jaxlib releases on which CPU_CONV_FLAG was measured to help (an unknown flag aborts XLA, so it
 # is never set on a release where it was not measured).
 CPU_CONV_FLAG_JAXLIB = ('0.10.', '0.12.')
+# Seconds a process of a multi-host run waits for the others to join the coordinator before it
+# gives up in one line (--coordinator_timeout), rather than JAX's abort after five minutes.
+COORDINATOR_TIMEOUT = 300
 
 
 def define_flags() -> None:
@@ -44,6 +48,11 @@ def define_flags() -> None:
   )
   flags.DEFINE_integer('num_processes', None, 'Number of processes of a multi-host run.')
   flags.DEFINE_integer('process_id', None, "This process's index in a multi-host run.")
+  flags.DEFINE_integer(
+      'coordinator_timeout',
+      COORDINATOR_TIMEOUT,
+      'Seconds a multi-host process waits for every process to join the coordinator.',
+  )
 
 
 def _installed(package: str) -> str | None:
@@ -103,6 +112,7 @@ def distributed_request(
       raise ValueError(
           f'--process_id={process_id} must be in [0, --num_processes=' f'{num_processes}).'
       )
+    check_address(coordinator_address)
     return explicit
   if distributed or environ.get('JAX_COORDINATOR_ADDRESS'):
     return {}
@@ -113,7 +123,56 @@ def distributed_request(
   return None
 
 
-def setup(coordinator_address=None, num_processes=None, process_id=None, distributed=False) -> None:
+def check_address(address: str) -> None:
+  """A one-line ValueError unless `address` is HOST:PORT."""
+  host, _, port = str(address).rpartition(':')
+  if not (host and port.isdigit() and 0 < int(port) < 65536):
+    raise ValueError(
+        f"--coordinator_address={address} must be HOST:PORT, process 0's host and a free port "
+        '(e.g. 10.0.0.1:1234).'
+    )
+
+
+def _initialize(request: dict, timeout: int) -> None:
+  """jax.distributed.initialize(**request), given up after `timeout` s with one line and exit
+  status 1: JAX itself aborts the process (a C++ dump blaming another task) after its own
+  timeout, which a Python exception handler cannot catch."""
+  if not (isinstance(timeout, int) and timeout > 0):
+    raise ValueError(f'--coordinator_timeout={timeout} must be a positive number of seconds.')
+  joined = threading.Event()
+  address = request.get('coordinator_address') or os.environ.get('JAX_COORDINATOR_ADDRESS')
+  where = f'at {address}' if address else '(detected from the environment)'
+  who = (
+      f'process {request["process_id"]} of {request["num_processes"]}'
+      if 'process_id' in request
+      else 'this process'
+  )
+
+  def give_up():
+    if not joined.wait(timeout):
+      print(
+          f'platform: {who} waited {timeout} s (--coordinator_timeout) for the coordinator '
+          f'{where} and every process to join; check that process 0 runs there and can be '
+          'reached, and that all processes started with the same --num_processes.',
+          file=sys.stderr,
+          flush=True,
+      )
+      os._exit(1)  # pylint: disable=protected-access  # JAX holds the main thread in C++
+
+  threading.Thread(target=give_up, name='coordinator-timeout', daemon=True).start()
+  try:
+    jax.distributed.initialize(**request, initialization_timeout=timeout + 60)
+  finally:
+    joined.set()
+
+
+def setup(
+    coordinator_address=None,
+    num_processes=None,
+    process_id=None,
+    distributed=False,
+    coordinator_timeout=COORDINATOR_TIMEOUT,
+) -> None:
   """Process-wide settings for a command; call before anything starts a JAX backend."""
   changes = []
   if conv := _prefer_xla_cpu_convolutions():
@@ -124,7 +183,7 @@ def setup(coordinator_address=None, num_processes=None, process_id=None, distrib
     # unless the user chose an implementation.
     if 'JAX_CPU_COLLECTIVES_IMPLEMENTATION' not in os.environ:
       jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(**request)
+    _initialize(request, coordinator_timeout)
     changes.append(f'process {jax.process_index()} of {jax.process_count()}')
   if changes and jax.process_index() == 0:
     print(f'platform: {"; ".join(changes)}', file=sys.stderr, flush=True)
@@ -133,4 +192,4 @@ def setup(coordinator_address=None, num_processes=None, process_id=None, distrib
 def setup_from_flags() -> None:
   """setup() with the multi-host flags of `define_flags`."""
   f = flags.FLAGS
-  setup(f.coordinator_address, f.num_processes, f.process_id, f.distributed)
+  setup(f.coordinator_address, f.num_processes, f.process_id, f.distributed, f.coordinator_timeout)

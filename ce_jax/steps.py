@@ -104,7 +104,7 @@ def init_variables(config, key):
   gen, disc = models.create(config)
   k_gen, k_disc = jax.random.split(key)
   image = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
-  gen_vars = gen.init({'params': k_gen}, image)
+  gen_vars = gen.init({'params': k_gen}, image, mask=image[..., :1])
   disc_vars = None
   if disc is not None:
     disc_vars = disc.init({'params': k_disc}, jnp.zeros((1, config.hole_size, config.hole_size, 3)))
@@ -158,6 +158,7 @@ def gan_step(state: TrainState, batch, *, config):
         {'params': params, 'batch_stats': state.gen.batch_stats},
         batch['masked'],
         corner=batch['box'],
+        mask=batch.get('mask'),  # a residual generator's 4th channel (train_keys)
         mutable=['batch_stats'],
     )
     return pred, upd['batch_stats']
@@ -230,6 +231,7 @@ def vae_step(state: TrainState, batch, *, config):
         batch['masked'],
         key,
         corner=batch['box'],
+        mask=batch.get('mask'),  # a residual generator's 4th channel (train_keys)
         mutable=['batch_stats'],
     )
     loss, parts = losses.vae_loss(pred, extras['mu'], extras['logvar'], batch, config)
@@ -244,6 +246,11 @@ def vae_step(state: TrainState, batch, *, config):
 TRAIN_KEYS = ('masked', 'box', 'target', 'patch_mask')  # what a train step reads of a batch
 
 
+def train_keys(config) -> tuple[str, ...]:
+  """What a train step reads of a batch: the mask too for a residual generator."""
+  return TRAIN_KEYS + (('mask',) if config.residual else ())
+
+
 def make_train_step(config, mesh):
   """jit(shard_map(step)) over `mesh`: state replicated, batch split on `data`, state donated."""
   step = {'gan': gan_step, 'vae': vae_step}[config.model]
@@ -256,7 +263,7 @@ def make_train_step(config, mesh):
 
   @functools.partial(jax.jit, donate_argnums=0)
   def train_step(state, batch):
-    return mapped(state, {k: batch[k] for k in TRAIN_KEYS})
+    return mapped(state, {k: batch[k] for k in train_keys(config)})
 
   return train_step
 
@@ -268,7 +275,7 @@ def make_predict(config):
 
   @jax.jit
   def predict(gen_variables, batch):
-    patch, _ = gen.apply(gen_variables, batch['masked'], corner=batch['box'])
+    patch, _ = gen.apply(gen_variables, batch['masked'], corner=batch['box'], mask=batch['mask'])
     return masks.paste(batch['image'], patch, batch['box'], batch['mask'])
 
   return predict

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ce_jax import images, visualize
 from experiments import report
 
-BASELINE_LABELS = {'mean_fill': 'mean fill', 'telea': 'Telea'}
+BASELINE_LABELS = {'mean_fill': 'mean fill', 'telea': 'Telea', 'harmonic': 'harmonic'}
 PALETTE = (
     (31, 119, 180),
     (255, 127, 14),
@@ -19,7 +19,11 @@ PALETTE = (
     (148, 103, 189),
     (140, 86, 75),
 )
-BASELINE_COLOURS = {'mean_fill': (120, 120, 120), 'telea': (188, 189, 34)}
+BASELINE_COLOURS = {
+    'mean_fill': (120, 120, 120),
+    'telea': (188, 189, 34),
+    'harmonic': (23, 190, 207),
+}
 GRID_MIN_SIZE = 128  # grid images are enlarged to at least this so that column labels fit
 
 

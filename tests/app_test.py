@@ -8,6 +8,7 @@ import base64  # pylint: disable=g-import-not-at-top
 import importlib
 import io
 import json
+from pathlib import Path
 import re
 import shutil
 import socket
@@ -15,6 +16,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -67,6 +69,13 @@ def decode(data_url) -> np.ndarray:
   return np.asarray(Image.open(io.BytesIO(app.data_url_bytes(data_url, 'image'))))
 
 
+def fetch_image(url, path) -> np.ndarray:
+  """The image an answer names (GET path), decoded."""
+  with urllib.request.urlopen(url + path, timeout=60) as r:
+    assert r.headers.get_content_type() in ('image/png', 'image/jpeg')
+    return np.asarray(Image.open(io.BytesIO(r.read())))
+
+
 def ramp(height=48, width=64):
   ys, xs = np.mgrid[:height, :width]
   return np.stack([3 * xs, 4 * ys, xs + ys], -1).astype(np.uint8)
@@ -112,7 +121,7 @@ def test_huge_photos_are_downscaled_and_giant_ones_refused(url):
   status, answer = request(url + '/api/photo', {'photo': png(np.zeros((6, app.MAX_SIDE + 4, 3)))})
   assert status == 200 and (answer['width'], answer['height']) == (app.MAX_SIDE, 6)
   assert f'Downscaled from {app.MAX_SIDE + 4}x6 to {app.MAX_SIDE}x6 px' in answer['note']
-  assert decode(answer['preview']).shape == (6, app.MAX_SIDE, 3)
+  assert fetch_image(url, answer['preview']).shape == (6, app.MAX_SIDE, 3)
   exif = Image.Exif()
   exif[0x0112] = 6  # a camera held upright: turn the stored landscape by 90 degrees
   upright = io.BytesIO()
@@ -151,8 +160,69 @@ def test_inpaint_answers_what_the_command_line_computes(url, model):
   expected = inpaint.inpaint_photo(
       photo, hole, model.config, model.variables, model.predict, model.blend
   )
-  np.testing.assert_array_equal(decode(answer['result']), expected)
-  np.testing.assert_array_equal(decode(answer['telea']), baselines.telea_photo(photo, hole))
+  np.testing.assert_array_equal(fetch_image(url, answer['result']), expected)
+  np.testing.assert_array_equal(
+      fetch_image(url, answer['telea']), baselines.telea_photo(photo, hole)
+  )
+
+
+def test_large_photos_get_a_small_answer_and_images_are_kept_a_while(url, model, monkeypatch):
+  """The answer names its images (fetched as PNGs), so it stays small for any photo size; the
+  server keeps the images of the latest answers only."""
+  ys, xs = np.mgrid[:1200, :1800]
+  photo = np.stack([xs % 251, ys % 241, (xs + ys) % 239], -1).astype(np.uint8)
+  hole = np.zeros(photo.shape[:2], np.uint8)
+  hole[500:560, 800:900] = 255
+  body = json.dumps({'photo': png(photo), 'mask': png(hole)}).encode()
+  req = urllib.request.Request(url + '/api/inpaint', data=body)
+  with urllib.request.urlopen(req, timeout=120) as r:
+    raw = r.read()
+  assert len(raw) < 1000, len(raw)  # was the two PNGs in base64: megabytes
+  answer = json.loads(raw)
+  assert fetch_image(url, answer['result']).shape == photo.shape
+  kept = app.Images(count=2, max_bytes=10)
+  first, second, third = (kept.put(bytes(8), 'image/png') for _ in range(3))
+  assert kept.get(first.rsplit('/', 1)[1]) is None  # over the count
+  assert kept.get(second.rsplit('/', 1)[1]) is None  # over the bytes: the newest alone
+  assert kept.get(third.rsplit('/', 1)[1]) == (bytes(8), 'image/png')
+  status, text = request(url + '/api/image/no-such-token')
+  assert status == 404 and 'no longer kept' in text
+
+
+def test_example_photos_are_served_and_nothing_else(url):
+  status, html = request(url + '/')
+  for name in app.EXAMPLES:
+    assert f'"{name}"' in html
+    with urllib.request.urlopen(f'{url}/samples/{name}', timeout=60) as r:
+      assert r.read() == (SAMPLES / name).read_bytes()
+  for path in ('/samples/CREDITS.tsv', '/samples/../app.py', '/samples/', '/api/image/'):
+    assert request(url + path)[0] == 404, path
+
+
+def test_concurrent_requests_wait_for_a_work_slot(url, model, monkeypatch):
+  """At most WORK_SLOTS requests are read and decoded at once: memory stays bounded."""
+  running, most = [0], [0]
+  lock = threading.Lock()
+
+  def slow_route(model, request):
+    del model, request
+    with lock:
+      running[0] += 1
+      most[0] = max(most[0], running[0])
+    time.sleep(0.3)
+    with lock:
+      running[0] -= 1
+    return {'ok': True}
+
+  monkeypatch.setitem(app.ROUTES, '/api/photo', slow_route)
+  threads = [
+      threading.Thread(target=request, args=(url + '/api/photo', {'photo': ''})) for _ in range(6)
+  ]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(timeout=60)
+  assert most[0] == app.WORK_SLOTS == 2
 
 
 def run_app(*flags):
@@ -246,53 +316,195 @@ def chrome():
   driver.quit()
 
 
-def test_paint_a_hole_in_the_browser(url, model, chrome):
+# A folder to keep the browser test's screenshots in (default: the test's tmp_path).
+SCREENSHOTS = os.environ.get('CE_JAX_SCREENSHOTS')
+
+
+def test_paint_undo_compare_and_continue_in_the_browser(url, model, chrome, tmp_path):
   # pylint: disable=g-import-not-at-top  # selenium is there once the chrome fixture is
   from selenium.webdriver.common.action_chains import ActionChains
+  from selenium.common.exceptions import TimeoutException
   from selenium.webdriver.common.by import By
+  from selenium.webdriver.common.keys import Keys
   from selenium.webdriver.support.ui import WebDriverWait
 
+  def find(element_id):
+    return chrome.find_element(By.ID, element_id)
+
+  def js(script, *args):
+    return chrome.execute_script(script, *args)
+
   def wait_for(state, timeout=60):
-    WebDriverWait(chrome, timeout).until(
-        lambda d: d.find_element(By.TAG_NAME, 'body').get_attribute('data-state') == state
+    try:
+      WebDriverWait(chrome, timeout).until(
+          lambda d: d.find_element(By.TAG_NAME, 'body').get_attribute('data-state') == state
+      )
+    except TimeoutException:
+      now = js('return document.body.dataset.state')
+      raise AssertionError(f'{now!r}, not {state!r}: {find("message").text}') from None
+    return find('message').text
+
+  def shot(name):
+    folder = Path(SCREENSHOTS or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    chrome.save_screenshot(str(folder / f'app_{name}.png'))
+
+  def shown(element_id) -> np.ndarray:
+    """The pixels an <img> of the page shows (its src is a blob: URL)."""
+    data = chrome.execute_async_script(
+        """const done = arguments[arguments.length - 1];
+        fetch(document.getElementById(arguments[0]).src).then(r => r.blob()).then(b => {
+          const reader = new FileReader();
+          reader.onload = () => done(reader.result);
+          reader.readAsDataURL(b);
+        });""",
+        element_id,
     )
-    return chrome.find_element(By.ID, 'message').text
+    return decode(data)
+
+  def holes():
+    """The holes exactly as the page sends them (all False when none is painted)."""
+    if not js('return hasHoles()'):
+      return np.zeros((h, w), bool)
+    return app.decode_mask(app.data_url_bytes(js('return maskDataURL()'), 'mask'), h, w)
+
+  def drag(tool, start, end):
+    """A stroke or rectangle from `start` to `end`, fractions of the photo from its centre."""
+    js(f'document.querySelector("input[name=tool][value={tool}]").click()')
+    canvas = find('mask')
+    cw, ch = canvas.rect['width'], canvas.rect['height']
+    a = (round(start[0] * cw), round(start[1] * ch))
+    ActionChains(chrome).move_to_element_with_offset(canvas, *a).click_and_hold().move_by_offset(
+        round((end[0] - start[0]) * cw), round((end[1] - start[1]) * ch)
+    ).release().perform()
+
+  def keys(*combo):
+    chain = ActionChains(chrome)
+    for k in combo[:-1]:
+      chain = chain.key_down(k)
+    chain = chain.send_keys(combo[-1])
+    for k in reversed(combo[:-1]):
+      chain = chain.key_up(k)
+    chain.perform()
+
+  def settled():  # undo / redo run after the history's pending work
+    WebDriverWait(chrome, 10).until(lambda d: 'done' in js('return queue.then(() => "done")'))
 
   chrome.get(url)
-  upload = chrome.find_element(By.ID, 'file')
+  upload = find('file')
   upload.send_keys(str(NOT_AN_IMAGE))
   assert 'photo is not an image' in wait_for('error')
   upload.send_keys(str(SAMPLE))
   wait_for('ready')
-  chrome.find_element(By.ID, 'go').click()
-  assert 'mask is empty' in wait_for('error')
+  find('go').click()
+  assert 'Nothing to fill yet' in wait_for('error')
 
   # One brush stroke across the middle of the photo, from 40 % to 60 % of its width.
   photo = inpaint.read_photo(SAMPLE)
   h, w = photo.shape[:2]
-  canvas = chrome.find_element(By.ID, 'mask')
-  scale = canvas.rect['width'] / w  # screen px per photo px
-  start = (round(-0.1 * w * scale), 0)  # from the canvas's centre
-  ActionChains(chrome).move_to_element_with_offset(canvas, *start).click_and_hold().move_by_offset(
-      round(0.2 * w * scale), 0
-  ).release().perform()
-  hole = app.decode_mask(
-      app.data_url_bytes(chrome.execute_script('return maskDataURL()'), 'mask'), h, w
-  )  # the holes exactly as the page sends them
-  ys, xs = np.nonzero(hole)
-  radius = int(chrome.find_element(By.ID, 'size').get_attribute('value')) / scale / 2
-  assert hole[h // 2, w // 2] and abs(ys.mean() - h / 2) < 2 and np.ptp(ys) < 2 * radius + 3
+  original_src = find('photo').get_attribute('src')
+  drag('brush', (-0.1, 0), (0.1, 0))
+  stroke = holes()
+  ys, xs = np.nonzero(stroke)
+  scale = find('mask').rect['width'] / w  # screen px per photo px
+  radius = int(find('size').get_attribute('value')) / scale / 2
+  assert stroke[h // 2, w // 2] and abs(ys.mean() - h / 2) < 2 and np.ptp(ys) < 2 * radius + 3
   assert abs(xs.min() - (0.4 * w - radius)) < 3 and abs(xs.max() - (0.6 * w + radius)) < 3
 
-  chrome.find_element(By.ID, 'go').click()
+  # Undo and redo, by keys and by buttons.
+  settled()
+  keys(Keys.CONTROL, 'z')
+  settled()
+  assert not holes().any() and find('undo').get_attribute('disabled')
+  keys(Keys.CONTROL, Keys.SHIFT, 'z')
+  settled()
+  np.testing.assert_array_equal(holes(), stroke)
+  drag('rect', (0.2, -0.3), (0.3, -0.2))
+  with_rect = holes()
+  assert with_rect.sum() > stroke.sum()
+  settled()
+  find('undo').click()
+  settled()
+  np.testing.assert_array_equal(holes(), stroke)
+  find('redo').click()
+  settled()
+  np.testing.assert_array_equal(holes(), with_rect)
+  find('undo').click()
+  settled()
+
+  find('go').click()
+  assert find('busy').is_displayed()  # the answer takes a moment: the overlay shows it
   assert 'Filled 1 hole' in wait_for('done')
-  result = decode(chrome.find_element(By.ID, 'result').get_attribute('src'))
+  result = shown('result')
   assert result.shape == photo.shape
   changed = np.any(result != photo, axis=-1)
-  assert changed[hole].mean() > 0.5
-  far = cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, 5) > model.blend + 2
+  assert changed[stroke].mean() > 0.5
+  far = cv2.distanceTransform((~stroke).astype(np.uint8), cv2.DIST_L2, 5) > model.blend + 2
   np.testing.assert_array_equal(result[far], photo[far])
-  assert decode(chrome.find_element(By.ID, 'telea').get_attribute('src')).shape == photo.shape
-  download = chrome.find_element(By.ID, 'download')
+  assert shown('telea').shape == photo.shape
+  download = find('download')
   assert download.is_displayed() and download.get_attribute('href').startswith('blob:')
   assert download.get_attribute('download') == 'dog_filled.png'
+
+  # Before / after at the editor's size: the result covers the editor right of the slider.
+  editor, after = find('editor').rect, find('result').rect
+  assert (after['width'], after['height']) == (editor['width'], editor['height'])
+  inner = js('return [window.innerWidth, window.innerHeight]')  # the editor fills the window
+  assert editor['width'] > 0.9 * (inner[0] - 40) or editor['height'] > 0.5 * inner[1], editor
+  assert js('return $("after").style.clipPath') == 'inset(0px 0px 0px 50%)'
+  shot('compare')
+  js('$("compare").value = 20; $("compare").dispatchEvent(new Event("input"))')
+  assert js('return $("after").style.clipPath') == 'inset(0px 0px 0px 20%)'
+  js('document.querySelector("input[name=view][value=telea]").click()')
+  assert find('telea').is_displayed() and not find('result').is_displayed()
+  shot('compare_telea')
+
+  # Continue on the result: it becomes the photo; a new hole is filled on it; undo goes back.
+  first_result_src = find('result').get_attribute('src')
+  find('continue').click()
+  assert 'Editing the result' in wait_for('ready')
+  assert find('photo').get_attribute('src') == first_result_src and not holes().any()
+  assert not find('after').is_displayed()
+  drag('rect', (-0.3, -0.25), (-0.2, -0.1))
+  second_hole = holes()
+  find('go').click()
+  wait_for('done')
+  second = shown('result')
+  far = cv2.distanceTransform((~second_hole).astype(np.uint8), cv2.DIST_L2, 5) > model.blend + 2
+  np.testing.assert_array_equal(second[far], result[far])  # the first fill is kept
+  assert np.any(second != result, axis=-1)[second_hole].mean() > 0.5
+  settled()
+  keys(Keys.CONTROL, 'z')
+  settled()
+  assert not holes().any() and find('photo').get_attribute('src') == first_result_src
+  keys(Keys.CONTROL, 'z')
+  settled()
+  assert find('photo').get_attribute('src') == original_src
+  np.testing.assert_array_equal(holes(), stroke)
+
+  # An error clears the old result: a hole larger than the model can fill.
+  find('go').click()
+  wait_for('done')
+  drag('rect', (-0.49, -0.49), (0.49, 0.49))
+  find('go').click()
+  assert 'Use a smaller hole' in wait_for('error')
+  assert not find('after').is_displayed() and not find('result').get_attribute('src')
+  assert not find('download').is_displayed()
+
+  # An example photo, one click away; and the page on a phone.
+  chrome.execute_cdp_cmd(
+      'Emulation.setDeviceMetricsOverride',
+      {'width': 390, 'height': 844, 'deviceScaleFactor': 2, 'mobile': True},
+  )
+  try:
+    chrome.find_element(By.CSS_SELECTOR, '[data-example="swans.jpg"]').click()
+    assert 'swans.jpg: 256x144 px' in wait_for('ready')
+    width = find('editor').rect['width']
+    assert width >= 0.9 * (390 - 16), width
+    assert js('return document.documentElement.scrollWidth') <= 390  # nothing off the side
+    drag('brush', (-0.05, 0.1), (0.05, 0.1))
+    find('go').click()
+    wait_for('done')
+    shot('phone')
+  finally:
+    chrome.execute_cdp_cmd('Emulation.clearDeviceMetricsOverride', {})

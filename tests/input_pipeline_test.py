@@ -406,3 +406,28 @@ def test_create_dataset_refuses_unknown_loaders_and_start_steps():
     input_pipeline.create_dataset(tiny(), 'train', loader='grain')
   with pytest.raises(ValueError, match='start_step'):
     input_pipeline.create_dataset(tiny(), 'train', start_step=-1)
+
+
+def test_split_groups_keep_sequences_and_listed_groups_on_one_side(tmp_path):
+  groups = {'photos/a1.jpg': 'burst', 'photos/a2.jpg': 'burst'}
+  assert input_pipeline.split_group('photos/a1.jpg', groups) == 'group:burst'
+  assert input_pipeline.split_group('cam/drive3_006690.jpg', {}) == 'sequence:cam/drive3'
+  assert input_pipeline.split_group('cam/drive3_f00930.jpg', {}) == 'sequence:cam/drive3'
+  assert input_pipeline.split_group('bsds-100007.jpg', {}) == 'bsds-100007.jpg'  # one photo
+  # 12 sequences of 4 frames and a listed burst of 6: whole groups on each side.
+  for s in range(12):
+    for f in range(4):
+      write_image(
+          tmp_path / f'seq{s}_{100 + 30 * f:06d}.png', 'RGB', (4 * (4 * s + f), 9, 9), (8, 8)
+      )
+  for i in range(6):
+    write_image(tmp_path / f'burst{i}.png', 'RGB', (4 * (48 + i), 9, 9), (8, 8))
+  (tmp_path / input_pipeline.GROUPS_FILE).write_text(
+      'file\tgroup\n' + ''.join(f'burst{i}.png\tb\n' for i in range(6))
+  )
+  config = tiny(dataset=f'folder:{tmp_path}', folder_test_fraction=0.5, batch_size=1)
+  test = ids_in(read_all(config, 'test')[0])
+  train = ids_in(read_all(config, 'train')[0])
+  assert test and train and not test & train
+  for group in [set(range(4 * s, 4 * s + 4)) for s in range(12)] + [set(range(48, 54))]:
+    assert group <= test or group <= train, group

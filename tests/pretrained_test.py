@@ -1,4 +1,5 @@
-"""The model shipped in ce_jax/pretrained: it loads, it inpaints, and it beats Telea."""
+"""The model shipped in ce_jax/pretrained: it loads, it inpaints, and it holds its quality floor
+against the classical fills."""
 
 import os
 
@@ -56,12 +57,30 @@ def test_inpaint_with_the_shipped_model(pretrained, tmp_path):
   assert Image.open(tmp_path / 'out' / 'fig_filled.png').size == (w, h)
 
 
-def test_shipped_model_beats_telea_on_the_held_out_samples(pretrained):
-  """A quality floor: broken or mis-loaded weights paint far worse than Telea."""
+def test_shipped_model_holds_its_quality_floor_on_the_held_out_samples(pretrained):
+  """A quality floor against the classical fills on the same holes: weights that regress or
+  load wrongly fall below it. Measured (MODEL_CARD.md): PSNR 16.80 against the harmonic fill's
+  16.85 and Telea's 16.20; L1 10.73 against 10.83 and 10.92; LPIPS 0.472 against 0.495."""
   config, variables, _ = pretrained
   config.dataset = 'samples'
-  results = evaluate.evaluate(variables, config, baselines=('telea',))
-  model, telea = results['model'], results['telea']
-  assert model['images'] == telea['images'] == 10
-  assert model['psnr'] > telea['psnr'] + 0.5, results
-  assert model['l1'] < telea['l1'], results
+  results = evaluate.evaluate(variables, config, baselines=('telea', 'harmonic'))
+  model, telea, harmonic = results['model'], results['telea'], results['harmonic']
+  assert model['images'] == telea['images'] == harmonic['images'] == 10
+  assert model['psnr'] > telea['psnr'] + 0.4, results
+  assert model['psnr'] > harmonic['psnr'] - 0.2, results
+  assert model['l1'] < harmonic['l1'] < telea['l1'], results
+  assert model['lpips'] < harmonic['lpips'] - 0.01, results
+  assert results['model_vs_harmonic']['win_rate'] >= 0.4, results
+
+
+def test_the_inpainter_compiles_once_per_window_size(pretrained):
+  inpainter = inpaint.Inpainter(*pretrained)
+  photo = inpaint.read_photo(SAMPLES / 'fig_in_bowl.jpg')
+  hole = inpainter.hole('center', *photo.shape[:2])
+  first = inpainter(photo, hole)
+  compiled = inpainter.predict._cache_size()  # pylint: disable=protected-access
+  inpainter(np.ascontiguousarray(photo[::-1]), hole)  # the same size, other pixels
+  inpainter(photo, np.roll(hole, 5, axis=1))  # another hole of the same size
+  assert inpainter.predict._cache_size() == compiled == 1  # pylint: disable=protected-access
+  config, variables, _ = pretrained
+  np.testing.assert_array_equal(first, inpaint.inpaint_photo(photo, hole, config, variables))

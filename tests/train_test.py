@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from ce_jax import checkpoints, evaluate, inpaint, models, sharding, steps, train
+from ce_jax import baselines, checkpoints, evaluate, inpaint, metrics, models, sharding, steps
+from ce_jax import train
 from conftest import REPO, host, init_state, random_batch, restore_state, run_module, tiny
 
 
@@ -195,14 +196,32 @@ def test_evaluate_reports_model_and_baselines(trained, tmp_path):
   cfg, gen_vars, step = checkpoints.load_generator(workdir)
   assert step == 100 and cfg.encoder == config.encoder
   results = evaluate.evaluate(
-      gen_vars, cfg, baselines=('mean_fill', 'telea'), grid_path=tmp_path / 'grid.png'
+      gen_vars,
+      cfg,
+      baselines=tuple(baselines.BASELINES),
+      grid_path=tmp_path / 'grid.png',
+      per_image=True,
   )
-  for name in ('model', 'mean_fill', 'telea'):
-    assert set(results[name]) >= {'report_loss', 'l1', 'l2', 'psnr', 'ssim', 'images'}
+  for name in ('model', *baselines.BASELINES):
+    assert set(results[name]) == set(metrics.NAMES) | {'images'}
     assert results[name]['images'] == results['model']['images'] > 0
   assert (tmp_path / 'grid.png').is_file()
+  per = results['per_image']
+  assert results['model_vs_harmonic'] == metrics.compare(
+      per['model']['psnr'], per['harmonic']['psnr']
+  )
+  assert len(per['brightness']) == results['model']['images']
+  np.testing.assert_allclose(np.mean(per['telea']['lpips']), results['telea']['lpips'], rtol=1e-6)
   again = evaluate.evaluate(gen_vars, cfg)
   assert again['model'] == results['model']  # fixed masks, fixed order: the same numbers
+  dark = evaluate.evaluate(
+      gen_vars, cfg, baselines=('mean_fill',), transform='dark', per_image=True
+  )
+  # The same photos at a quarter of their light: darker, and errors shrink with the contrast.
+  np.testing.assert_allclose(
+      np.asarray(dark['per_image']['brightness']), 0.25 * np.asarray(per['brightness']), rtol=1e-5
+  )
+  assert dark['mean_fill']['l1'] < 0.3 * results['mean_fill']['l1']
 
   r = run_module(
       '-m',

@@ -4,7 +4,7 @@ import importlib
 
 import ml_collections
 
-PRESETS = ('default', 'pathak', 'paper', 'tiny', 'demo', 'inpaint')
+PRESETS = ('default', 'pathak', 'paper', 'tiny', 'demo', 'inpaint', 'study_cpu')
 
 
 def get(name: str) -> ml_collections.ConfigDict:

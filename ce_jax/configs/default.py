@@ -40,6 +40,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.mask.max_vertices = 5  # freeform: vertices per stroke
   c.mask.max_radius = 0.12  # freeform: stroke radius as a fraction of hole_size
   c.fill = PATHAK_FILL  # per-channel value written into the hole, in [-1, 1]
+  # What the encoder sees in the hole: 'constant' (`fill`, the original) or 'harmonic' (the
+  # harmonic fill of the context: Laplace's equation with the context as boundary).
+  c.prefill = 'constant'
+  # residual=True: the generator paints a correction on its input's patch, in the frame of the
+  # image's own mean and std, and sees the mask as a 4th channel (models.Generator).
+  c.residual = False
 
   # Losses.
   c.loss = ml_collections.ConfigDict()
@@ -72,6 +78,9 @@ def get_config() -> ml_collections.ConfigDict:
   # fraction f > 0 crops a random window of f..1 x the shorter side instead (zoom augmentation,
   # for small datasets).
   c.train_crop_min = 0.0
+  # Share of training images whose brightness, contrast, gamma and saturation are changed at
+  # random (some made grey or dark): fills that follow the context's light (augment.py).
+  c.photometric = 0.0
   c.batch_size = 64  # global batch, split across all devices
   c.eval_batch_size = 64
   c.shuffle_buffer = 2048

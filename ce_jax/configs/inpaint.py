@@ -9,6 +9,13 @@ Where it differs from the 2016 release, and why (ablations: experiments/pretrain
   fine grid.
 * width 32, bottleneck 1000: 9.5 M parameters (the original has 71 M), small enough to ship
   (17.5 MB in float16) and to train on a CPU.
+* prefill='harmonic', residual=True: the encoder sees the hole pre-filled by the harmonic fill
+  (the classical fill it has to beat), normalised by the image's own mean and std, with the
+  mask as a 4th channel; the decoder paints a correction on the harmonic patch (last layer
+  zero at init), so training starts where the classical fill ends, and a dark or grey photo
+  looks to the network like any other.
+* photometric=0.5: half the training crops get a random gamma, contrast, saturation and
+  brightness (some dark, some grey).
 * adv_weight=0: masked L2 alone (the adversarial term trades PSNR for sharpness; the
   discriminator is then skipped, which halves the step).
 * Adam beta1 0.9, a warm-up and cosine decay of the learning rate, an EMA of the weights for
@@ -31,6 +38,9 @@ def get_config():
   c.upsample = 'nearest'
   c.gen_width = 32
   c.bottleneck = 1000
+  c.prefill = 'harmonic'
+  c.residual = True
+  c.photometric = 0.5
   c.loss.adv_weight = 0.0
   c.loss.rec_weight = 1.0
   c.optim.learning_rate = 5e-4
@@ -42,7 +52,7 @@ def get_config():
   c.batch_size = 32
   c.eval_batch_size = 64
   c.num_epochs = -1
-  c.num_steps = 16000
+  c.num_steps = 12000
   c.log_every = 100
   c.eval_every = 1000
   c.checkpoint_every = 1000
